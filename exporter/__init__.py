@@ -1,0 +1,1 @@
+"""lifeline's showing side: CLI, metrics, HTTP server, status page, store, logs."""

@@ -1,0 +1,225 @@
+"""The validated configuration, as the rest of lifeline sees it (CONTRACT §3).
+
+These are plain frozen records. :mod:`probes.config` builds them from YAML and
+guarantees every invariant stated here; nothing else constructs them from
+user input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+__all__ = [
+    "Config",
+    "Defaults",
+    "Fingerprints",
+    "Proxy",
+    "ResolverSpec",
+    "Service",
+    "Storage",
+    "Target",
+    "Vantage",
+    "CANARY_SERVICE",
+]
+
+#: The pseudo-service under which canary measurements are reported.
+CANARY_SERVICE = "canaries"
+
+SCHEMES = ("https", "http", "tls", "tcp", "dns")
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One endpoint, as a URL of one of the schemes of CONTRACT §1."""
+
+    url: str
+    scheme: str
+    host: str  # lower-case name or IP literal (no brackets)
+    port: int  # 0 for dns://
+    path: str = "/"  # path + query, for http(s)
+    expect_status: tuple[int, ...] = ()
+    throughput: bool = False
+
+    @property
+    def host_is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this target runs, in order."""
+        return {
+            "https": ("dns", "tcp", "tls", "http"),
+            "http": ("dns", "tcp", "http"),
+            "tls": ("dns", "tcp", "tls"),
+            "tcp": ("dns", "tcp"),
+            "dns": ("dns",),
+        }[self.scheme]
+
+    @classmethod
+    def parse(
+        cls, url: str, *, expect_status: tuple[int, ...] = (), throughput: bool = False
+    ) -> Target:
+        """Parse a target URL; raises ValueError with a sentence naming what is wrong."""
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError("a target must be a non-empty URL")
+        url = url.strip()
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise ValueError(
+                f"unsupported scheme {scheme or '(none)'!r} in {url!r}: use one of "
+                + ", ".join(f"{s}://" for s in SCHEMES)
+            )
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not host:
+            raise ValueError(f"no host in {url!r}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}: {exc}") from None
+        if parts.username or parts.password:
+            raise ValueError(f"credentials in a target URL are not allowed: {url!r}")
+        if scheme in ("tls", "tcp") and port is None:
+            raise ValueError(f"{scheme}:// targets need a port: {url!r}")
+        if scheme == "dns" and (port is not None or parts.path not in ("", "/")):
+            raise ValueError(f"dns:// targets are a bare name: {url!r}")
+        if scheme == "dns" and _is_ip(host):
+            raise ValueError(f"dns:// needs a name, not an address: {url!r}")
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        return cls(
+            url=url,
+            scheme=scheme,
+            host=host,
+            port=port if port is not None else DEFAULT_PORTS.get(scheme, 0),
+            path=path,
+            expect_status=tuple(expect_status),
+            throughput=throughput,
+        )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverSpec:
+    """How a vantage resolves names.
+
+    kind: "system" | "udp" (UDP, TCP on truncation) | "tcp" | "tls" (DoT) | "https" (DoH)
+    """
+
+    kind: str
+    host: str = ""  # IP literal for udp/tcp/tls; the DoH URL's host for https
+    port: int = 0
+    url: str = ""  # DoH URL (kind "https")
+
+    def __str__(self) -> str:
+        if self.kind == "system":
+            return "system"
+        if self.kind == "https":
+            return self.url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A proxy that TCP, TLS and HTTP of a vantage go through."""
+
+    kind: str  # "socks5" | "http"
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def redacted(self) -> str:
+        """The proxy URL without its password (safe for logs and exports)."""
+        cred = f"{self.username}:***@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind}://{cred}{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Vantage:
+    name: str
+    resolver: ResolverSpec
+    control: bool = False
+    proxy: Proxy | None = None
+    source_address: str | None = None
+    country: str | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    interval: float = 60.0
+    timeout: float = 10.0
+    ca_file: str | None = None
+    throttle_ratio: float = 0.25
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    dir: str = "./lifeline-data"
+    retention: float = 30 * 86400.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprints:
+    """Extra fingerprints from the config, added to the built-in ones."""
+
+    dns_addresses: tuple[str, ...] = ()
+    http_body_patterns: tuple[str, ...] = ()  # regular expressions
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    vantages: tuple[Vantage, ...]
+    services: tuple[Service, ...]
+    defaults: Defaults = Defaults()
+    canaries: tuple[Target, ...] = ()
+    storage: Storage = Storage()
+    probe_allow: tuple[str, ...] = ()
+    fingerprints: Fingerprints = Fingerprints()
+    # weight of people's activity by local hour 0..23 (`lifeline window`); None = built-in curve
+    window_activity: tuple[float, ...] | None = None
+    path: str | None = None  # the file it was loaded from
+
+    @property
+    def control(self) -> Vantage | None:
+        for v in self.vantages:
+            if v.control:
+                return v
+        return None
+
+    def vantage(self, name: str) -> Vantage | None:
+        for v in self.vantages:
+            if v.name == name:
+                return v
+        return None
+
+    def service(self, name: str) -> Service | None:
+        for s in self.services:
+            if s.name == name:
+                return s
+        return None
