@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "SCHEMA",
@@ -210,7 +210,7 @@ class Measurement:
         return self.error is None and self.first_failure() is None
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return cast(dict[str, Any], _to_dict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:

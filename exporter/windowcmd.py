@@ -1,0 +1,110 @@
+"""`lifeline window`: rank maintenance windows by expected harm to the watched regions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from exporter.check import load_or_report
+from exporter.window import (
+    RegionState,
+    WindowScore,
+    parse_when,
+    rank_windows,
+    region_states,
+    render_table,
+    score_window,
+)
+from probes.config import parse_duration
+from probes.model import Config
+
+__all__ = ["history", "run_window", "scores_for"]
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def history(config: Config, data_dir: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Current results and verdict changes from the store, if there is one."""
+    directory = Path(data_dir or config.storage.dir)
+    if not (directory / "lifeline.db").exists():
+        return [], []
+    from exporter.store import Store
+
+    store = Store(directory, retention_s=config.storage.retention)
+    try:
+        current = store.current()
+        changes = [
+            {
+                "service": c.service,
+                "target": c.target,
+                "vantage": c.vantage,
+                "verdict": c.verdict,
+                "previous": c.previous,
+                "since": c.since,
+                "until": c.until,
+            }
+            for c in store.changes()
+        ]
+    finally:
+        store.close()
+    return current, changes
+
+
+def scores_for(
+    config: Config,
+    regions: list[RegionState],
+    *,
+    duration: timedelta,
+    now: datetime,
+    within: timedelta = timedelta(hours=72),
+    not_before: datetime | None = None,
+    check: datetime | None = None,
+) -> list[WindowScore]:
+    """Score one proposed window (`check`) or rank the candidates: shared by the CLI and the API."""
+    if check is not None:
+        return [score_window(regions, check, duration, activity=config.window_activity)]
+    return rank_windows(
+        regions,
+        duration=duration,
+        now=now,
+        within=within,
+        not_before=not_before,
+        activity=config.window_activity,
+    )
+
+
+def run_window(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    try:
+        duration = timedelta(seconds=parse_duration(args.duration))
+        within = timedelta(seconds=parse_duration(args.within))
+        not_before = parse_when(args.not_before) if args.not_before else None
+        check = parse_when(args.check) if args.check else None
+    except ValueError as exc:
+        print(f"lifeline: window: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    current, changes = history(config, args.data_dir)
+    now = datetime.now(UTC)
+    regions = region_states(current, changes, config.vantages, now=now)
+    if not regions:
+        print(
+            "lifeline: window: no watched regions: give non-control vantages a `timezone`",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    scores = scores_for(
+        config, regions, duration=duration, now=now, within=within, not_before=not_before, check=check
+    )
+    if args.format == "json":
+        from exporter.window import to_json
+
+        print(json.dumps(to_json(scores, regions), indent=2))
+    else:
+        sys.stdout.write(render_table(scores, regions))
+    return EXIT_OK
