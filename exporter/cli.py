@@ -1,0 +1,188 @@
+"""`lifeline` command line (CONTRACT §4).
+
+Exit status: 0 success (for `check`: every verdict ok), 1 when `check` finds
+anything not ok (or a command fails at run time), 2 on a usage or config error.
+Each command's work lives in its own module; this file only parses arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from probes import __version__
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with our wording on a usage error (its default is 2 as well)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"lifeline: error: {message}\n")
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", default="config.yaml", metavar="FILE", help="config file (default: ./config.yaml)"
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lifeline",
+        description="Is a service blocked (and how), or simply down, from each vantage point?",
+    )
+    parser.add_argument("--version", action="version", version=f"lifeline {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("check", help="one round of every (target, vantage); exit 0 iff all ok")
+    _config_arg(p)
+    p.add_argument("--service", action="append", default=[], metavar="S", help="only this service (repeatable)")
+    p.add_argument("--vantage", action="append", default=[], metavar="V", help="only this vantage (repeatable)")
+    p.add_argument("--format", choices=("table", "json", "jsonl"), default="table")
+    p.add_argument("--log", metavar="FILE", help="also append every measurement to this JSONL probe log")
+    p.add_argument("--concurrency", type=int, default=64, metavar="N", help="measurements in flight (default 64)")
+
+    p = sub.add_parser("validate", help="check a config and say what is wrong")
+    _config_arg(p)
+
+    p = sub.add_parser("lab", help="start the built-in censorship lab on loopback")
+    p.add_argument("--dir", default=None, metavar="D", help="where to write config.yaml and expected.json")
+    p.add_argument("--selftest", action="store_true", help="check every lab rule with raw clients and exit")
+
+    p = sub.add_parser("demo", help="the lab plus `serve` on it: everything visible with no internet")
+    p.add_argument("--dir", default=None, metavar="D", help="lab directory (default: a temporary one)")
+    p.add_argument("--listen", default="127.0.0.1:9478", metavar="HOST:PORT")
+
+    p = sub.add_parser("serve", help="the long-running exporter")
+    _config_arg(p)
+    p.add_argument("--listen", default=":9478", metavar="HOST:PORT")
+    p.add_argument("--data-dir", default=None, metavar="D")
+    p.add_argument("--web-config", default=None, metavar="FILE")
+
+    p = sub.add_parser("export", help="measurements from the store, streamed")
+    p.add_argument("--data-dir", default=None, metavar="D")
+    _config_arg(p)
+    p.add_argument("--since", default=None, metavar="T")
+    p.add_argument("--until", default=None, metavar="T")
+    p.add_argument("--service", action="append", default=[], metavar="S")
+    p.add_argument("--vantage", action="append", default=[], metavar="V")
+    p.add_argument("--format", choices=("jsonl", "csv", "ooni"), default="jsonl")
+
+    p = sub.add_parser("classify", help="re-classify a JSONL log with today's rules")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE", help="JSONL log (default: stdin)")
+    p.add_argument("-c", "--config", default=None, metavar="FILE", help="config for fingerprints and ratio")
+
+    p = sub.add_parser("incidents", help="verdict changes: what was blocked where, how, when")
+    p.add_argument("--data-dir", default=None, metavar="D")
+    _config_arg(p)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = sub.add_parser("window", help="least harmful maintenance windows for the watched regions")
+    _config_arg(p)
+    p.add_argument("--data-dir", default=None, metavar="D")
+    p.add_argument("--duration", required=True, metavar="D", help="length of the window, e.g. 1h")
+    p.add_argument("--within", default="72h", metavar="D", help="how far ahead to look (default 72h)")
+    p.add_argument("--not-before", default=None, metavar="T")
+    p.add_argument("--check", default=None, metavar="T", help="score this proposed start instead")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "check": _cmd_check,
+        "validate": _cmd_validate,
+        "lab": _cmd_lab,
+        "demo": _cmd_demo,
+        "serve": _cmd_serve,
+        "export": _cmd_export,
+        "classify": _cmd_classify,
+        "incidents": _cmd_incidents,
+        "window": _cmd_window,
+    }
+    return commands[args.command](args)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from exporter.check import run_check
+
+    return run_check(args)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from exporter.check import run_validate
+
+    return run_validate(args)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from probes.lab import run_lab
+
+    directory = Path(args.dir) if args.dir else _temp_dir("lifeline-lab-")
+    return asyncio.run(run_lab(directory, selftest=args.selftest))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo
+
+    return run_demo(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from exporter.server import run_serve
+
+    return run_serve(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from exporter.export import run_export
+
+    return run_export(args)
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from exporter.export import run_classify
+
+    return run_classify(args)
+
+
+def _cmd_incidents(args: argparse.Namespace) -> int:
+    from exporter.export import run_incidents
+
+    return run_incidents(args)
+
+
+def _cmd_window(args: argparse.Namespace) -> int:
+    from exporter.windowcmd import run_window
+
+    return run_window(args)
+
+
+def _temp_dir(prefix: str) -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `lifeline export | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
