@@ -8,10 +8,12 @@ user input.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 __all__ = [
+    "CANARY_SERVICE",
     "Config",
     "Defaults",
     "Fingerprints",
@@ -21,7 +23,7 @@ __all__ = [
     "Storage",
     "Target",
     "Vantage",
-    "CANARY_SERVICE",
+    "redact_url",
 ]
 
 #: The pseudo-service under which canary measurements are reported.
@@ -66,32 +68,40 @@ class Target:
     def parse(
         cls, url: str, *, expect_status: tuple[int, ...] = (), throughput: bool = False
     ) -> Target:
-        """Parse a target URL; raises ValueError with a sentence naming what is wrong."""
+        """Parse a target URL; raises ValueError with a sentence naming what is wrong.
+
+        Error texts never repeat credentials from the URL.
+        """
         if not isinstance(url, str) or not url.strip():
             raise ValueError("a target must be a non-empty URL")
         url = url.strip()
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"malformed URL {redact_url(url)!r}: {exc}") from None
+        shown = redact_url(url)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
             raise ValueError(
-                f"unsupported scheme {scheme or '(none)'!r} in {url!r}: use one of "
+                f"unsupported scheme {scheme or '(none)'!r} in {shown!r}: use one of "
                 + ", ".join(f"{s}://" for s in SCHEMES)
             )
+        if parts.username or parts.password:
+            raise ValueError(f"credentials in a target URL are not allowed: {shown!r}")
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
-            raise ValueError(f"no host in {url!r}")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {url!r}: {exc}") from None
-        if parts.username or parts.password:
-            raise ValueError(f"credentials in a target URL are not allowed: {url!r}")
+            raise ValueError(f"no host in {shown!r}")
+        if not _HOST_RE.fullmatch(host) and not _is_ip(host):
+            raise ValueError(f"bad host {host!r} in {shown!r}: use an ASCII name or an IP address")
+        if port == 0:
+            raise ValueError(f"port 0 in {shown!r}")
         if scheme in ("tls", "tcp") and port is None:
-            raise ValueError(f"{scheme}:// targets need a port: {url!r}")
+            raise ValueError(f"{scheme}:// targets need a port: {shown!r}")
         if scheme == "dns" and (port is not None or parts.path not in ("", "/")):
-            raise ValueError(f"dns:// targets are a bare name: {url!r}")
+            raise ValueError(f"dns:// targets are a bare name: {shown!r}")
         if scheme == "dns" and _is_ip(host):
-            raise ValueError(f"dns:// needs a name, not an address: {url!r}")
+            raise ValueError(f"dns:// needs a name, not an address: {shown!r}")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -104,6 +114,21 @@ class Target:
             expect_status=tuple(expect_status),
             throughput=throughput,
         )
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+def redact_url(url: str) -> str:
+    """The URL without anything between '://' and an '@' (credentials)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url[:200]
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return (head + sep + authority + slash + tail)[:200]
 
 
 def _is_ip(host: str) -> bool:
