@@ -1,0 +1,294 @@
+"""Known marks of censorship: injected DNS answers, block pages, censor headers.
+
+A fingerprint lets the classifier name blocking even without a control
+(CONTRACT §2: "fingerprints decide ``*_blocked`` even without a control").
+Because a fingerprint is trusted without comparison, a false match is costly,
+so pages that merely *look* like blocking (a Cloudflare challenge, a stock
+nginx 403, a server-side geo-block) are listed as false positives and checked
+first: a page matching one of them is never named a block page.
+
+Every built-in entry is a single published fact, with its source in a comment:
+  - OONI blocking-fingerprints (github.com/ooni/blocking-fingerprints, the
+    ``fingerprints_dns.csv`` / ``fingerprints_http.csv`` rows named below);
+  - Censored Planet (github.com/censoredplanet/censoredplanet-analysis,
+    ``pipeline/metadata/data/blockpage_signatures.json`` and
+    ``false_positive_signatures.json``, fingerprint names below);
+  - Cloudflare's documentation of its challenge pages.
+The patterns themselves are written here (shorter, case-insensitive); no file
+is copied. Operators add their own through ``fingerprints:`` in the config.
+
+Nothing here ever connects anywhere: the injected addresses are only compared
+with recorded answers (and handed to the engine so that it never dials them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from probes.model import Fingerprints
+from probes.records import HTTPStage
+
+__all__ = ["FingerprintSet", "normalize_address"]
+
+# --- built-in facts ----------------------------------------------------------
+
+#: DNS answers injected by national filters: (address, who injects it).
+_DNS_INJECTED: tuple[tuple[str, str], ...] = (
+    # Iran's national filter answers blocked names with its block-page servers
+    # (OONI ooni.ir_4, ooni.ir_5; Censored Planet nat_ir_national_1..3; the AAAA
+    # answer d0::11 is the IPv6 counterpart used in Iran's block-page iframes).
+    ("10.10.34.34", "Iran national filter"),
+    ("10.10.34.35", "Iran national filter"),
+    ("10.10.34.36", "Iran national filter"),
+    ("d0::11", "Iran national filter"),
+    # China's Great Firewall poison answers (OONI ooni.cn_0 .. ooni.cn_9).
+    ("8.7.198.45", "China Great Firewall"),
+    ("37.61.54.158", "China Great Firewall"),
+    ("46.82.174.68", "China Great Firewall"),
+    ("59.24.3.173", "China Great Firewall"),
+    ("78.16.49.15", "China Great Firewall"),
+    ("93.46.8.89", "China Great Firewall"),
+    ("159.106.121.75", "China Great Firewall"),
+    ("203.98.7.65", "China Great Firewall"),
+    ("243.185.187.39", "China Great Firewall"),
+    # Turkey: a poisoned reply used nationally since 2014 (OONI ooni.tr_6).
+    ("195.175.254.2", "Turkey national filter"),
+    # Russia: national block-page answers (OONI ooni.ru_97, ooni.ru_98).
+    ("62.33.207.196", "Russia national filter"),
+    ("62.33.207.197", "Russia national filter"),
+    # Thailand: Ministry of Digital Economy block answer (OONI ooni.th_9).
+    ("125.26.170.3", "Thailand national filter"),
+    # Malaysia: "violates the National law(s)" answer (OONI ooni.my_2).
+    ("175.139.142.25", "Malaysia national filter"),
+    # Myanmar: Ministry of Transport and Communications answer (OONI ooni.mm_3).
+    ("167.172.4.60", "Myanmar national filter"),
+    # Mongolia: legal-block answer (OONI ooni.mn_0).
+    ("218.100.84.78", "Mongolia national filter"),
+)
+
+# Where a signature looks: the page (title and first KiB of the body), the
+# Server header, or a redirect target (Location headers and redirect hops).
+_BODY, _SERVER, _LOCATION, _HEADER = "body", "server", "location", "header"
+
+#: (where, name, regex) of block pages and censor announcements. Case-insensitive.
+_BLOCK_SIGNATURES: tuple[tuple[str, str, str], ...] = (
+    # Iran: the block page is an iframe to the national block server, by IPv4
+    # or by its IPv6 address written in full (Censored Planet nat_ir_national_*;
+    # OONI's Iran HTTP fingerprints), and it names peyvandha.ir / internet.ir.
+    (
+        _BODY,
+        "Iran national filter block page",
+        r"""(?:src|href)\s*=\s*["']?https?://10\.10\.34\.3[456]\b""",
+    ),
+    (
+        _BODY,
+        "Iran national filter block page",
+        r"""(?:src|href)\s*=\s*["']?https?://\[d0(?::0){6}:11(?::80)?\]""",
+    ),
+    (_BODY, "Iran national filter block page", r"\bpeyvandha\.ir\b"),
+    (_BODY, "Iran national filter block page", r"\binternet\.ir\b"),
+    (
+        _LOCATION,
+        "redirect to Iran's national block page",
+        r"^https?://(?:10\.10\.34\.3[456]|\[d0(?::0){6}:11(?::80)?\]|\[d0::11\])",
+    ),
+    (_LOCATION, "redirect to Iran's national block page", r"^https?://(?:www\.)?peyvandha\.ir\b"),
+    # Commercial filters that announce themselves.
+    # OONI ooni.ae_0 / ooni.sa_1: Server header prefix, seen in AE and SA.
+    (_SERVER, "WireFilter censor header", r"^Protected by WireFilter"),
+    # OONI ooni.zz_2; Censored Planet prod_barracuda_2.
+    (_SERVER, "Barracuda firewall header", r"^Barracuda/NGFirewall"),
+    # OONI ooni.fr_2: the Olfeo filtering gateway names itself in Server.
+    (_SERVER, "Olfeo web filter header", r"^Olfeo"),
+    # Censored Planet prod_fortinet_1.
+    (_BODY, "FortiGuard web filter block page", r"FortiGuard Web Filtering"),
+    # Censored Planet prod_sonicwall_2.
+    (_BODY, "SonicWALL block page", r"SonicWALL - Web Site Blocked"),
+    # Censored Planet prod_watchguard_1.
+    (_BODY, "WatchGuard block page", r"Request denied by WatchGuard HTTP Proxy"),
+    # Censored Planet prod_mcafee_1.
+    (_BODY, "McAfee Web Gateway block page", r"McAfee Web Gateway - Notification - Blocked"),
+    # Netsweeper deny pages are framed from /webadmin/deny/ (OONI ooni.ye_0,
+    # Censored Planet isp_kw_zain).
+    (_BODY, "Netsweeper block page", r"/webadmin/deny/"),
+    # National block pages (Censored Planet nat_kr_comm, nat_sa_national_2,
+    # nat_id_kominfo, nat_pak_isp_common_blockpage, nat_bh_national,
+    # isp_ru_generalbp10 links the RKN registry).
+    (_BODY, "South Korea national block page", r"\bwarning\.or\.kr\b"),
+    (_BODY, "Saudi Arabia national block page", r"\binternet\.gov\.sa\b"),
+    (_BODY, "Indonesia TrustPositif block page", r"\btrustpositif\.kominfo\.go\.id\b"),
+    (_BODY, "Pakistan block page", r"prohibited for viewership from within Pakistan"),
+    (_BODY, "Bahrain national block page", r"\bwww\.anonymous\.com\.bh\b"),
+    (_BODY, "Russia RKN block page", r"\bblocklist\.rkn\.gov\.ru\b"),
+    # Redirects to block pages (OONI header.location rows: ooni.ae_1,
+    # ooni.by_3 / ooni.ru_80, ooni.uz_0, ooni.id_0).
+    (
+        _LOCATION,
+        "redirect to a Blue Coat block notice",
+        r"^http://www\.bluecoat\.com/notify-NotifyUser1",
+    ),
+    (_LOCATION, "redirect to an RKN block stub", r"^https://vk\.com/blank\.php\?rkn="),
+    (_LOCATION, "redirect to Uzbekistan's block registry", r"^http://reestr\.mitc\.uz/"),
+    (_LOCATION, "redirect to Indonesia's Internet Positif", r"^http://internet-positif\.org"),
+)
+
+#: (where, name, regex) of pages that look like blocking but are not censorship.
+_FALSE_POSITIVES: tuple[tuple[str, str, str], ...] = (
+    # Cloudflare's browser challenge and its WAF pages: the site's own
+    # protection, not a censor (Censored Planet x_cloudflare_check,
+    # x_cloudflare_error_1; Cloudflare documents the cf-mitigated header and
+    # the "Just a moment..." title of challenge pages).
+    (_BODY, "Cloudflare challenge", r"Checking your browser before accessing"),
+    (
+        _BODY,
+        "Cloudflare challenge",
+        r"<title>\s*Just a moment\.\.\.\s*</title>|^Just a moment\.\.\.$",
+    ),
+    (_BODY, "Cloudflare error page", r"Cloudflare Ray ID|Attention Required! \| Cloudflare"),
+    (_HEADER + ":cf-mitigated", "Cloudflare challenge", r"^challenge"),
+    # A stock nginx error page (Censored Planet x_fpru_nginx and the nginx
+    # default 403 body): a server refusing, not a censor announcing itself.
+    (_BODY, "generic nginx 403", r"<h1>403 Forbidden</h1>\s*</center>\s*<hr>\s*<center>\s*nginx"),
+    (_BODY, "nginx default page", r"Thank you for using nginx\."),
+    # Varnish and S3 errors (Censored Planet x_varnish_error, s3_deny_2).
+    (_BODY, "Varnish error page", r"Guru Meditation:"),
+    (_BODY, "Amazon S3 access denied", r"<Error>\s*<Code>AccessDenied</Code>"),
+    # The site's own geo-block (Censored Planet x_fpru_serverside).
+    (
+        _BODY,
+        "server-side geo-block",
+        r"It appears you are accessing our website from a prohibited location",
+    ),
+    # Hosting placeholders (Censored Planet x_fpru_heroku, squarespace_domain_claim).
+    (_BODY, "Heroku no-such-app page", r"herokucdn\.com/error-pages/no-such-app"),
+    (_BODY, "Squarespace unclaimed domain", r"Domain Not Claimed"),
+)
+
+_CONFIGURED_DNS = "listed in the config's fingerprints"
+
+# --- records -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    """One compiled signature: where it looks, what it is called, the pattern."""
+
+    where: str  # "body" | "server" | "location" | "header:<name>"
+    name: str
+    regex: re.Pattern[str]
+
+    def matches(self, http: HTTPStage) -> bool:
+        return any(self.regex.search(text) for text in _texts(http, self.where))
+
+
+def normalize_address(address: str) -> str:
+    """The canonical text of an address ("D0:0::11" -> "d0::11"), or the input lowered.
+
+    IPv4-mapped IPv6 answers are reduced to their IPv4 address, so an injector
+    cannot slip past an exact-string comparison by changing the notation.
+    """
+    text = address.strip().strip("[]").split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return address.strip().lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintSet:
+    """Built-in fingerprints plus the config's, compiled once; read-only."""
+
+    dns: Mapping[str, str]  # normalized injected address -> who injects it
+    block_pages: tuple[_Signature, ...]
+    false_positives: tuple[_Signature, ...]
+
+    @classmethod
+    def build(cls, extra: Fingerprints = Fingerprints()) -> FingerprintSet:  # noqa: B008 (frozen)
+        """The built-in fingerprints plus ``extra`` (from the config's ``fingerprints:``).
+
+        ``http_body_patterns`` are regular expressions searched in the page;
+        an invalid one raises ValueError naming it (config validation should
+        have caught it already).
+        """
+        dns = {normalize_address(a): who for a, who in _DNS_INJECTED}
+        for address in extra.dns_addresses:
+            dns.setdefault(normalize_address(address), _CONFIGURED_DNS)
+        pages = [_compile(where, name, rx) for where, name, rx in _BLOCK_SIGNATURES]
+        for pattern in extra.http_body_patterns:
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid http_body_pattern {pattern!r}: {exc}") from None
+            pages.append(_Signature(_BODY, f"configured pattern {pattern!r}", regex))
+        fps = tuple(_compile(where, name, rx) for where, name, rx in _FALSE_POSITIVES)
+        return cls(dns=MappingProxyType(dns), block_pages=tuple(pages), false_positives=fps)
+
+    def injected_addresses(self) -> frozenset[str]:
+        """Every known injected DNS answer (normalized): measure must never dial these."""
+        return frozenset(self.dns)
+
+    def match_dns(self, addresses: Sequence[str]) -> str | None:
+        """'<address> (<who injects it>)' for the first answer that is a known injection."""
+        for address in addresses:
+            who = self.dns.get(normalize_address(address))
+            if who is not None:
+                return f"{normalize_address(address)} ({who})"
+        return None
+
+    def match_http(self, http: HTTPStage) -> str | None:
+        """The name of the block page or censor header this response shows, else None.
+
+        False positives are checked first: a Cloudflare challenge or a stock
+        nginx 403 is never named a block page, whatever else it contains.
+        """
+        if any(sig.matches(http) for sig in self.false_positives):
+            return None
+        for sig in self.block_pages:
+            if sig.matches(http):
+                return sig.name
+        return None
+
+    def false_positive(self, http: HTTPStage) -> str | None:
+        """The name of the look-alike (challenge, stock error page) this response is, else None."""
+        for sig in self.false_positives:
+            if sig.matches(http):
+                return sig.name
+        return None
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _compile(where: str, name: str, pattern: str) -> _Signature:
+    return _Signature(where, name, re.compile(pattern, re.IGNORECASE | re.MULTILINE))
+
+
+def _texts(http: HTTPStage, where: str) -> list[str]:
+    """The parts of a response a signature of kind ``where`` looks at."""
+    if where == _BODY:
+        return [t for t in (http.title, http.body_head) if t]
+    if where == _SERVER:
+        return [v for k, v in http.headers.items() if k.lower() == "server" and v]
+    if where == _LOCATION:
+        return _redirect_targets(http)
+    if where.startswith(_HEADER + ":"):
+        wanted = where.split(":", 1)[1]
+        return [v for k, v in http.headers.items() if k.lower() == wanted and v]
+    return []
+
+
+def _redirect_targets(http: HTTPStage) -> list[str]:
+    """Every URL the response pointed or led to: Location headers, hops, the final URL."""
+    out = [hop.location for hop in http.redirects if hop.location]
+    out += [hop.url for hop in http.redirects[1:] if hop.url]
+    out += [v for k, v in http.headers.items() if k.lower() == "location" and v]
+    if http.final_url and http.final_url != http.url:
+        out.append(http.final_url)
+    return out
