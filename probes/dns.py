@@ -1,0 +1,283 @@
+"""The DNS stage: A and AAAA for the target's host, from the vantage's resolver.
+
+Both questions go out at once; each keeps its own rcode, answers and TTLs
+(records.DNSQuery), because censors often treat them differently. The stage
+succeeds when either yields an address. The resolver is only ever the one the
+vantage names: never the system resolver unless the config says "system", and
+never for the DoH server's own name (which must therefore be an address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from probes.deadline import Deadline
+from probes.errors import NotMeasurable, StageError, mapped
+from probes.failures import Failure
+from probes.model import ResolverSpec
+from probes.net import StageContext, VantageNet
+from probes.records import DNSAnswer, DNSQuery, DNSStage
+
+__all__ = ["dns_stage", "resolve_addresses"]
+
+#: Answers kept per query; a resolver answering hundreds must not bloat the log.
+MAX_ANSWERS = 32
+#: How long the second question may lag once the first has an address: a censor
+#: that drops AAAA must not eat the budget of the later stages.
+SECOND_ANSWER_GRACE_S = 1.0
+#: First UDP retransmission interval; it doubles while the budget lasts.
+UDP_FIRST_TRY_S = 1.0
+_DOH_MAX_BYTES = 65_535
+_RCODE_FAILURES = {
+    "NXDOMAIN": Failure.DNS_NXDOMAIN,
+    "SERVFAIL": Failure.DNS_SERVFAIL,
+    "REFUSED": Failure.DNS_REFUSED,
+}
+
+
+async def dns_stage(ctx: StageContext) -> DNSStage:
+    """Resolve the target's host through the vantage's resolver."""
+    spec = ctx.vantage.resolver
+    host = ctx.target.host
+    if ctx.target.host_is_ip:
+        return DNSStage(True, None, 0.0, host, str(spec), addresses=[host], skipped=True)
+    started = time.monotonic()
+    queries = await _ask_both(ctx.net, spec, host, ctx.deadline)
+    addresses = _addresses(queries)
+    failure = None if addresses else _stage_failure(queries)
+    return DNSStage(
+        ok=bool(addresses),
+        failure=failure,
+        duration_s=time.monotonic() - started,
+        name=host,
+        resolver=str(spec),
+        addresses=addresses,
+        queries=queries,
+    )
+
+
+async def resolve_addresses(net: VantageNet, host: str, deadline: Deadline) -> list[str]:
+    """Addresses of ``host`` from the vantage's resolver (for redirects to other hosts).
+
+    Raises StageError with the DNS failure when there is none.
+    """
+    if _is_ip(host):
+        return [host]
+    queries = await _ask_both(net, net.vantage.resolver, host, deadline)
+    addresses = _addresses(queries)
+    if not addresses:
+        raise StageError(_stage_failure(queries), f"cannot resolve {host}")
+    return addresses
+
+
+async def _ask_both(
+    net: VantageNet, spec: ResolverSpec, host: str, deadline: Deadline
+) -> list[DNSQuery]:
+    """A and AAAA concurrently; the slower one gets a short grace once the other answered."""
+    started = time.monotonic()
+    tasks = [
+        asyncio.create_task(_query(net, spec, host, qtype, deadline)) for qtype in ("A", "AAAA")
+    ]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending and any(t.result().ok for t in done):
+            grace = min(SECOND_ANSWER_GRACE_S, deadline.remaining())
+            await asyncio.wait(pending, timeout=grace)
+        elif pending:
+            await asyncio.wait(pending)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    waited = time.monotonic() - started
+    return [_finished(t, q, waited) for t, q in zip(tasks, ("A", "AAAA"), strict=True)]
+
+
+def _finished(task: asyncio.Task[DNSQuery], qtype: str, waited: float) -> DNSQuery:
+    """The task's query record, or a timeout record if it was cut off after the grace."""
+    if task.cancelled():
+        return DNSQuery(qtype, False, Failure.TIMEOUT, None, duration_s=waited)
+    return task.result()
+
+
+async def _query(
+    net: VantageNet, spec: ResolverSpec, host: str, qtype: str, deadline: Deadline
+) -> DNSQuery:
+    started = time.monotonic()
+    try:
+        with mapped():
+            if spec.kind == "system":
+                answers = await _system_lookup(host, qtype, deadline)
+                return _system_record(qtype, answers, time.monotonic() - started)
+            query = dns.message.make_query(host, qtype)
+            response = await _exchange(net, spec, query, deadline)
+    except StageError as exc:
+        return DNSQuery(qtype, False, exc.failure, None, duration_s=time.monotonic() - started)
+    return _record(response, host, qtype, time.monotonic() - started)
+
+
+async def _exchange(
+    net: VantageNet, spec: ResolverSpec, query: dns.message.Message, deadline: Deadline
+) -> dns.message.Message:
+    """One question to the configured resolver, by its transport."""
+    source = net.vantage.source_address
+    if spec.kind == "udp":
+        return await _udp(spec, query, source, deadline)
+    if spec.kind == "tcp":
+        return await dns.asyncquery.tcp(
+            query, spec.host, timeout=deadline.remaining(), port=spec.port, source=source
+        )
+    if spec.kind == "tls":
+        return await dns.asyncquery.tls(
+            query,
+            spec.host,
+            timeout=deadline.remaining(),
+            port=spec.port,
+            source=source,
+            ssl_context=net.dot_ssl_context,
+            server_hostname=spec.host,
+        )
+    if spec.kind == "https":
+        return await _doh(net, spec, query, deadline)
+    raise NotMeasurable(f"resolver kind {spec.kind!r} is not supported")
+
+
+async def _udp(
+    spec: ResolverSpec, query: dns.message.Message, source: str | None, deadline: Deadline
+) -> dns.message.Message:
+    """UDP with retransmission inside the budget; TCP when the answer is truncated."""
+    wait = UDP_FIRST_TRY_S
+    while True:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise StageError(Failure.TIMEOUT, "no answer from the resolver")
+        try:
+            return await dns.asyncquery.udp(
+                query,
+                spec.host,
+                timeout=min(wait, remaining),
+                port=spec.port,
+                source=source,
+                ignore_unexpected=True,
+                raise_on_truncation=True,
+            )
+        except dns.message.Truncated:
+            return await dns.asyncquery.tcp(
+                query, spec.host, timeout=deadline.remaining(), port=spec.port, source=source
+            )
+        except dns.exception.Timeout:
+            wait *= 2
+
+
+async def _doh(
+    net: VantageNet, spec: ResolverSpec, query: dns.message.Message, deadline: Deadline
+) -> dns.message.Message:
+    """DNS over HTTPS (RFC 8484, POST) to the address written in the DoH URL."""
+    if not _is_ip(spec.host):
+        raise NotMeasurable(
+            f"resolver {spec.url}: a DoH URL needs an IP address as its host, e.g. "
+            "https://9.9.9.9/dns-query (lifeline never asks the system resolver)"
+        )
+    headers = {"content-type": "application/dns-message", "accept": "application/dns-message"}
+    async with asyncio.timeout(deadline.remaining()):
+        async with net.doh_session().post(
+            spec.url, data=query.to_wire(), headers=headers, allow_redirects=False
+        ) as resp:
+            if resp.status != 200:
+                raise StageError(Failure.DNS_SERVER_MISBEHAVING, f"DoH answered {resp.status}")
+            wire = await resp.content.read(_DOH_MAX_BYTES + 1)
+            while len(wire) <= _DOH_MAX_BYTES and not resp.content.at_eof():
+                wire += await resp.content.read(_DOH_MAX_BYTES + 1 - len(wire))
+    if len(wire) > _DOH_MAX_BYTES:
+        raise StageError(Failure.DNS_SERVER_MISBEHAVING, "DoH answer too large")
+    response = dns.message.from_wire(wire)
+    if not query.is_response(response):
+        raise StageError(Failure.DNS_SERVER_MISBEHAVING, "DoH answer is not for our query")
+    return response
+
+
+async def _system_lookup(host: str, qtype: str, deadline: Deadline) -> list[str]:
+    """The operating system's resolver (only when the config asks for "system")."""
+    family = socket.AF_INET if qtype == "A" else socket.AF_INET6
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(deadline.remaining()):
+        infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _system_record(qtype: str, addresses: list[str], duration: float) -> DNSQuery:
+    answers = [DNSAnswer(qtype, a, 0) for a in addresses[:MAX_ANSWERS]]  # TTL not exposed
+    failure = None if answers else Failure.DNS_NO_ANSWER
+    return DNSQuery(qtype, bool(answers), failure, None, answers, duration)
+
+
+def _record(response: dns.message.Message, host: str, qtype: str, duration: float) -> DNSQuery:
+    """The query record of a reply: rcode, the CNAME chain, the addresses."""
+    rcode = dns.rcode.to_text(response.rcode())
+    answers = _chain_answers(response, dns.name.from_text(host), qtype)
+    if rcode != "NOERROR":
+        failure: str | None = _RCODE_FAILURES.get(rcode, Failure.DNS_SERVER_MISBEHAVING)
+    elif not any(a.rtype == qtype for a in answers):
+        failure = Failure.DNS_NO_ANSWER
+    else:
+        failure = None
+    return DNSQuery(qtype, failure is None, failure, rcode, answers, duration)
+
+
+def _chain_answers(
+    response: dns.message.Message, name: dns.name.Name, qtype: str
+) -> list[DNSAnswer]:
+    """Follow CNAMEs from the question's name within the answer section."""
+    wanted = dns.rdatatype.from_text(qtype)
+    out: list[DNSAnswer] = []
+    seen: set[dns.name.Name] = set()
+    while name not in seen and len(out) < MAX_ANSWERS:
+        seen.add(name)
+        rrsets = [r for r in response.answer if r.name == name]
+        direct = [r for r in rrsets if r.rdtype == wanted]
+        if direct:
+            for rd in direct[0]:
+                out.append(DNSAnswer(qtype, rd.address, direct[0].ttl))
+            break
+        cname = next((r for r in rrsets if r.rdtype == dns.rdatatype.CNAME), None)
+        if cname is None:
+            break
+        target = next(iter(cname)).target
+        out.append(DNSAnswer("CNAME", target.to_text(omit_final_dot=True), cname.ttl))
+        name = target
+    return out[:MAX_ANSWERS]
+
+
+def _addresses(queries: list[DNSQuery]) -> list[str]:
+    """A answers first, then AAAA, de-duplicated, in answer order."""
+    out: dict[str, None] = {}
+    for q in queries:
+        for a in q.answers:
+            if a.rtype in ("A", "AAAA"):
+                out.setdefault(str(ipaddress.ip_address(a.value)), None)
+    return list(out)
+
+
+def _stage_failure(queries: list[DNSQuery]) -> str:
+    """The most telling failure: an empty answer says less than NXDOMAIN or a timeout."""
+    failures = [q.failure for q in queries if q.failure]
+    telling = [f for f in failures if f != Failure.DNS_NO_ANSWER]
+    return (telling or failures or [Failure.DNS_NO_ANSWER])[0]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,409 @@
+"""The HTTP stage: GET the target like a browser would, following redirects by hand.
+
+aiohttp never resolves a name and never dials by itself here: the connector
+below asks the DNS stage's answer (or, for a redirect to another host, the
+vantage's resolver) and dials along the vantage's path. The first request
+rides on the connection the TCP and TLS stages observed, so one https
+measurement is one connection, as a stateful censor sees a browser's.
+
+The body is read in chunks after decompression and capped at max_body_bytes,
+so a decompression bomb stays bounded. A body still arriving when the budget
+runs out is a throughput sample, not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import importlib.util
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from probes.dns import resolve_addresses
+from probes.errors import StageError, failure_of, mapped
+from probes.failures import Failure
+from probes.net import OpenConnection, StageContext
+from probes.records import HTTPHop, HTTPStage
+from probes.tcp import MAX_ATTEMPTS
+from probes.tls import ParkedProtocol
+
+__all__ = ["MAX_REDIRECTS", "http_stage"]
+
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+HEADERS_OF_INTEREST = (
+    "server", "content-type", "content-length", "content-encoding", "location", "via",
+    "x-cache", "cf-ray", "x-served-by", "x-powered-by", "set-cookie", "cache-control",
+)  # fmt: skip
+MAX_HEADER_VALUE = 256
+BODY_HEAD_BYTES = 2048
+TITLE_SCAN_BYTES = 65_536
+MAX_TITLE = 200
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+)
+
+
+def _accept_encoding() -> str:
+    """br only when aiohttp can decode it (it needs the brotli module)."""
+    if importlib.util.find_spec("brotli") is None:
+        return "gzip, deflate"
+    return "gzip, deflate, br"
+
+
+def request_headers() -> dict[str, str]:
+    """What every request sends: enough of a browser not to be singled out."""
+    return {
+        "User-Agent": _USER_AGENT,
+        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "Accept-Language": "en-US,en;q=0.9",
+        "Accept-Encoding": _accept_encoding(),
+    }
+
+
+async def http_stage(ctx: StageContext) -> HTTPStage:
+    """GET the target, follow up to MAX_REDIRECTS redirects, read the body (capped)."""
+    started = time.monotonic()
+    record = HTTPStage(ok=False, failure=None, duration_s=0.0, url=ctx.target.url)
+    exchange = _Exchange()
+    connector = _VantageConnector(ctx, ctx.take_connection())
+    try:
+        async with _session(connector, exchange) as session:
+            await _follow(ctx, session, connector, exchange, record)
+    except StageError as exc:
+        record.ok, record.failure = False, exc.failure
+    finally:
+        connector.drop_handoff()
+    record.request_sent = record.request_sent or exchange.request_sent
+    record.duration_s = time.monotonic() - started
+    return record
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What aiohttp's trace hooks tell us about the request in flight."""
+
+    request_sent: bool = False
+
+
+def _session(connector: _VantageConnector, exchange: _Exchange) -> aiohttp.ClientSession:
+    async def headers_sent(*_: Any) -> None:
+        exchange.request_sent = True
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(headers_sent)
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,  # never a proxy or .netrc from the environment
+        timeout=aiohttp.ClientTimeout(total=None),  # the measurement's deadline decides
+        middlewares=(_observe_once,),
+        trace_configs=[trace],
+        headers=request_headers(),
+    )
+
+
+async def _observe_once(
+    req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """Translate failures here, which also stops aiohttp from silently retrying a
+    reset request on a new connection: a censor's reset must be seen, not hidden."""
+    with mapped():
+        return await handler(req)
+
+
+async def _follow(
+    ctx: StageContext,
+    session: aiohttp.ClientSession,
+    connector: _VantageConnector,
+    exchange: _Exchange,
+    record: HTTPStage,
+) -> None:
+    url = URL(ctx.target.url)
+    for _ in range(MAX_REDIRECTS + 1):
+        exchange.request_sent = False
+        with mapped():
+            async with asyncio.timeout(ctx.deadline.remaining()):
+                resp = await session.get(url, allow_redirects=False)
+        async with resp:
+            next_url = _redirect(record, url, resp, connector.last_address)
+            if next_url is None:
+                record.request_sent = True
+                await _final(ctx, record, url, resp)
+                return
+        url = next_url
+    raise StageError(Failure.HTTP_TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect(
+    record: HTTPStage, url: URL, resp: aiohttp.ClientResponse, address: str | None
+) -> URL | None:
+    """The next URL if this response redirects (recording the hop), else None."""
+    location = resp.headers.get("Location")
+    if resp.status not in REDIRECT_STATUSES or not location:
+        return None
+    record.redirects.append(HTTPHop(str(url), resp.status, location[:2048], address))
+    try:
+        target = url.join(URL(location))
+    except ValueError as exc:
+        raise StageError(Failure.HTTP_BAD_REDIRECT, f"bad Location {location!r}") from exc
+    if target.scheme not in ("http", "https") or not target.host:
+        raise StageError(Failure.HTTP_BAD_REDIRECT, f"redirect to {location!r}")
+    return target
+
+
+async def _final(
+    ctx: StageContext, record: HTTPStage, url: URL, resp: aiohttp.ClientResponse
+) -> None:
+    """Fill the record from the last response and its (capped) body."""
+    record.final_url = str(url)
+    record.status = resp.status
+    record.headers = _headers_of_interest(resp)
+    body = await _read_body(resp, ctx.max_body_bytes, ctx)
+    record.ok, record.failure = True, None
+    record.body_length = body.length
+    record.body_sha256 = body.sha256.hexdigest()
+    record.body_truncated = body.truncated
+    text = _decode(bytes(body.scan), resp.charset)
+    record.body_head = _decode(bytes(body.scan[:BODY_HEAD_BYTES]), resp.charset)
+    record.title = _title(text)
+    if ctx.target.throughput:
+        record.transfer_s = body.transfer_s
+        record.throughput_bps = body.length / body.transfer_s if body.transfer_s > 0 else None
+
+
+@dataclass(slots=True)
+class _Body:
+    length: int = 0
+    truncated: bool = False
+    transfer_s: float = 0.0
+    sha256: Any = field(default_factory=hashlib.sha256)
+    scan: bytearray = field(default_factory=bytearray)  # the first TITLE_SCAN_BYTES
+
+    def add(self, chunk: bytes, cap: int) -> None:
+        """Keep what fits under the cap; note that more came."""
+        room = cap - self.length
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[:room]
+        self.length += len(chunk)
+        self.sha256.update(chunk)
+        if len(self.scan) < TITLE_SCAN_BYTES:
+            self.scan += chunk[: TITLE_SCAN_BYTES - len(self.scan)]
+
+
+async def _read_body(resp: aiohttp.ClientResponse, cap: int, ctx: StageContext) -> _Body:
+    """Read decompressed chunks until EOF, the cap, or the deadline."""
+    body = _Body()
+    started = time.monotonic()
+    try:
+        with mapped():
+            async with asyncio.timeout(ctx.deadline.remaining()):
+                while not body.truncated:
+                    chunk = await resp.content.readany()
+                    if not chunk:
+                        break
+                    body.add(chunk, cap)
+    except StageError as exc:
+        if exc.failure != Failure.TIMEOUT or body.length == 0:
+            raise
+        body.truncated = True  # still arriving at the deadline: a throughput sample
+    body.transfer_s = time.monotonic() - started
+    return body
+
+
+def _headers_of_interest(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in HEADERS_OF_INTEREST:
+        values = resp.headers.getall(name, [])
+        if values:
+            out[name] = ", ".join(values)[:MAX_HEADER_VALUE]
+    return out
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    """Lenient decoding: a block page in a broken encoding must still be readable."""
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # unknown charset name
+        return data.decode("utf-8", errors="replace")
+
+
+def _title(text: str) -> str | None:
+    match = _TITLE.search(text)
+    if match is None:
+        return None
+    title = " ".join(html.unescape(match.group(1)).split())
+    return title[:MAX_TITLE]
+
+
+# --- the connector: aiohttp's sockets go the vantage's way ---------------------
+
+
+class _PinnedResolver(AbstractResolver):
+    """Addresses from the vantage's own resolver; never the system's."""
+
+    def __init__(self, ctx: StageContext, pinned: list[str]) -> None:
+        self._ctx = ctx
+        self._known: dict[str, list[str]] = {ctx.target.host: pinned}
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        name = host.lower().rstrip(".")
+        if name not in self._known:
+            self._known[name] = await resolve_addresses(self._ctx.net, name, self._ctx.deadline)
+        return [_resolved(name, a, port) for a in self._known[name][:MAX_ATTEMPTS]]
+
+    async def close(self) -> None:
+        return None
+
+
+def _resolved(host: str, address: str, port: int) -> ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return {
+        "hostname": host,
+        "host": address,
+        "port": port,
+        "family": family,
+        "proto": 0,
+        "flags": socket.AI_NUMERICHOST,
+    }
+
+
+def _pinned_addresses(ctx: StageContext, handoff: OpenConnection | None) -> list[str]:
+    """The DNS stage's addresses, the one TCP connected to first."""
+    dns = ctx.measurement.dns
+    addresses = list(dns.addresses) if dns is not None else []
+    if handoff is not None and handoff.address in addresses:
+        addresses.remove(handoff.address)
+        addresses.insert(0, handoff.address)
+    return addresses
+
+
+class _VantageConnector(aiohttp.TCPConnector):
+    """Connections along the vantage's path, starting with the one TCP/TLS opened."""
+
+    def __init__(self, ctx: StageContext, handoff: OpenConnection | None) -> None:
+        super().__init__(
+            resolver=_PinnedResolver(ctx, _pinned_addresses(ctx, handoff)),
+            use_dns_cache=False,
+            ssl=ctx.net.ssl_context,
+        )
+        self._ctx = ctx
+        self._handoff = handoff
+        self._peers: dict[int, str] = {}  # id(transport) -> the address it goes to
+        self.last_address: str | None = None  # of the latest request (not the proxy's)
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> Any:
+        """Note which address the connection for this request goes to (pooled or new)."""
+        conn = await super().connect(req, traces, timeout)
+        transport = conn.transport
+        self.last_address = self._peers.get(id(transport)) if transport is not None else None
+        return conn
+
+    def drop_handoff(self) -> None:
+        if self._handoff is not None:
+            self._handoff.close()
+            self._handoff = None
+
+    async def _wrap_create_connection(
+        self,
+        *args: Any,
+        addr_infos: list[Any],
+        req: aiohttp.ClientRequest,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, aiohttp.client_proto.ResponseHandler]:
+        factory = args[0]
+        ssl_ctx = kwargs.get("ssl") or None
+        server_name = kwargs.get("server_hostname") if ssl_ctx else None
+        made = await self._reuse(factory, addr_infos, server_name, ssl_ctx is not None)
+        if made is None:
+            made = await self._dial_any(factory, addr_infos, ssl_ctx, server_name)
+        transport, proto, address = made
+        self._peers[id(transport)] = address
+        return transport, proto
+
+    async def _reuse(
+        self, factory: Any, addr_infos: list[Any], server_name: str | None, tls: bool
+    ) -> tuple[asyncio.Transport, Any, str] | None:
+        """The stages' connection, if it is the one this request wants (used once)."""
+        conn, self._handoff = self._handoff, None
+        if conn is None:
+            return None
+        wanted = {(info[4][0], info[4][1]) for info in addr_infos}
+        fits = (conn.address, conn.port) in wanted and (conn.transport is not None) == tls
+        if not fits or (tls and conn.server_name != server_name):
+            conn.close()
+            return None
+        if conn.transport is None:
+            loop = asyncio.get_running_loop()
+            transport, proto = await loop.create_connection(factory, sock=conn.sock)
+            return transport, proto, conn.address
+        parked = conn.transport.get_protocol()
+        if conn.transport.is_closing() or not isinstance(parked, ParkedProtocol) or parked.lost:
+            conn.close()  # the server hung up meanwhile: dial anew
+            return None
+        proto = factory()
+        parked.hand_over(conn.transport, proto)
+        return conn.transport, proto, conn.address
+
+    async def _dial_any(
+        self, factory: Any, addr_infos: list[Any], ssl_ctx: Any, server_name: str | None
+    ) -> tuple[asyncio.Transport, Any, str]:
+        """Try the addresses in order along the vantage's path; the first that works wins."""
+        infos = addr_infos[:MAX_ATTEMPTS]
+        last: BaseException | None = None
+        for i, info in enumerate(infos):
+            address, port = info[4][0], info[4][1]
+            try:
+                transport, proto = await self._dial(
+                    factory, address, port, ssl_ctx, server_name, len(infos) - i
+                )
+            except Exception as exc:  # each library's own kind; mapped below
+                last = exc
+                continue
+            return transport, proto, address
+        if last is None:
+            raise StageError(Failure.DNS_NO_ANSWER, "no address to connect to")
+        raise StageError(failure_of(last), str(last)) from last
+
+    async def _dial(
+        self,
+        factory: Any,
+        address: str,
+        port: int,
+        ssl_ctx: Any,
+        server_name: str | None,
+        left: int,
+    ) -> tuple[asyncio.Transport, Any]:
+        budget = self._ctx.deadline.remaining()
+        if budget <= 0:
+            raise StageError(Failure.TIMEOUT, "no time left")
+        sock = await self._ctx.net.dial(address, port, budget / left)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._ctx.deadline.remaining()):
+                transport, proto = await loop.create_connection(
+                    factory, sock=sock, ssl=ssl_ctx, server_hostname=server_name
+                )
+        except BaseException:
+            sock.close()
+            raise
+        return transport, proto

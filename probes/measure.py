@@ -1,0 +1,104 @@
+"""One measurement: the stages of a target, in order, under one deadline.
+
+The stages live in one table (STAGES): adding a stage is one module plus one
+entry here. The first failing stage ends the measurement, as does a DNS
+answer made only of known censor-injected addresses: lifeline never connects
+to a censor's server. ``measure`` never raises (cancellation aside): anything
+unexpected becomes ``Measurement.error``, which the classifier calls `error`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from probes.deadline import Deadline
+from probes.dns import dns_stage
+from probes.errors import NotMeasurable
+from probes.failures import unknown
+from probes.http import http_stage
+from probes.model import Target, Vantage
+from probes.net import StageContext, VantageNet
+from probes.records import DNSStage, HTTPStage, Measurement, TCPStage, TLSStage
+from probes.tcp import tcp_stage
+from probes.tls import tls_stage
+
+__all__ = ["STAGES", "StageFn", "measure"]
+
+StageRecord = DNSStage | TCPStage | TLSStage | HTTPStage
+StageFn = Callable[[StageContext], Awaitable[StageRecord]]
+
+#: Stage name (as in Target.stages and Measurement fields) -> the probe that runs it.
+STAGES: dict[str, StageFn] = {
+    "dns": dns_stage,
+    "tcp": tcp_stage,
+    "tls": tls_stage,
+    "http": http_stage,
+}
+
+
+async def measure(
+    target: Target,
+    vantage: Vantage,
+    net: VantageNet,
+    *,
+    timeout: float,  # noqa: ASYNC109 (the budget of the whole measurement, passed down)
+    max_body_bytes: int,
+    service: str = "",
+    stop_addresses: frozenset[str] = frozenset(),
+) -> Measurement:
+    """Measure ``target`` from ``vantage`` within ``timeout`` seconds; never raises."""
+    started = time.monotonic()
+    measurement = Measurement(
+        target=target.url,
+        vantage=vantage.name,
+        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        service=service,
+        expect_status=list(target.expect_status),
+        throughput=target.throughput,
+    )
+    ctx = StageContext(
+        target=target,
+        vantage=vantage,
+        net=net,
+        deadline=Deadline.after(timeout),
+        measurement=measurement,
+        max_body_bytes=max_body_bytes,
+    )
+    try:
+        await _run_stages(ctx, _normalized(stop_addresses))
+    except NotMeasurable as exc:
+        measurement.error = unknown(str(exc))
+    except Exception as exc:  # a bug of ours must not take the runner down
+        measurement.error = unknown(f"{type(exc).__name__}: {exc}")
+    finally:
+        ctx.close()
+    measurement.duration_s = time.monotonic() - started
+    return measurement
+
+
+async def _run_stages(ctx: StageContext, stop: frozenset[str]) -> None:
+    for name in ctx.target.stages:
+        record = await STAGES[name](ctx)
+        setattr(ctx.measurement, name, record)
+        if not record.ok:
+            return
+        if isinstance(record, DNSStage) and _only_censor_addresses(record, stop):
+            return
+
+
+def _only_censor_addresses(record: DNSStage, stop: frozenset[str]) -> bool:
+    """Every answer is a known injected address: do not connect to the censor."""
+    return bool(stop) and bool(record.addresses) and _normalized(record.addresses) <= stop
+
+
+def _normalized(addresses: frozenset[str] | list[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for a in addresses:
+        try:
+            out.add(str(ipaddress.ip_address(a)))
+        except ValueError:
+            continue
+    return frozenset(out)

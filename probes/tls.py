@@ -1,0 +1,158 @@
+"""The TLS stage: a handshake with SNI = the target's host, on the TCP stage's socket.
+
+The certificate is verified against the system trust plus ``ca_file``; what the
+server presented (names, issuer, validity) is recorded on success, the reason
+on failure. The TLS connection stays open so that the HTTP request of an https
+target travels on it: one connection per measurement, as a stateful censor
+sees a browser's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import time
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from probes.errors import StageError, mapped
+from probes.failures import Failure, unknown
+from probes.net import CountingSocket, StageContext
+from probes.records import TLSCertificate, TLSStage
+
+__all__ = ["ParkedProtocol", "tls_stage"]
+
+#: Names kept from a certificate's SAN list (some carry hundreds).
+MAX_SAN = 32
+#: Bytes a parked connection may buffer before HTTP takes it over.
+_PARK_LIMIT = 65_536
+
+
+class ParkedProtocol(asyncio.Protocol):
+    """Holds a TLS connection between the handshake and the HTTP request.
+
+    Anything the server sends meanwhile is kept (bounded) and handed to the
+    protocol that takes over, so nothing is silently dropped.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data[: max(0, _PARK_LIMIT - len(self.buffer))]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+    def hand_over(self, transport: asyncio.Transport, protocol: asyncio.Protocol) -> None:
+        """Make ``protocol`` the owner of ``transport``, replaying what arrived meanwhile."""
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.buffer:
+            protocol.data_received(bytes(self.buffer))
+            self.buffer.clear()
+
+
+async def tls_stage(ctx: StageContext) -> TLSStage:
+    """Handshake on the open TCP connection; keep the TLS transport for HTTP."""
+    conn = ctx.connection
+    if conn is None:
+        return TLSStage(False, unknown("no TCP connection to run TLS on"), 0.0)
+    host = ctx.target.host
+    started = time.monotonic()
+    try:
+        with mapped():
+            transport = await _handshake(
+                conn.sock, host, ctx.net.ssl_context, ctx.deadline.remaining()
+            )
+    except StageError as exc:
+        received = conn.sock.received
+        failure = _refine(exc.failure, conn.sock)
+        ctx.close()
+        return TLSStage(
+            False, failure, time.monotonic() - started, conn.address, host, bytes_received=received
+        )
+    conn.transport, conn.server_name = transport, host
+    return _success(transport, conn.address, host, time.monotonic() - started, conn.sock.received)
+
+
+async def _handshake(
+    sock: CountingSocket, host: str, context: ssl.SSLContext, budget: float
+) -> asyncio.Transport:
+    if budget <= 0:
+        raise StageError(Failure.TIMEOUT, "no time left for TLS")
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(budget):
+        transport, _ = await loop.create_connection(
+            ParkedProtocol,
+            sock=sock,
+            ssl=context,
+            server_hostname=host,
+            ssl_handshake_timeout=budget + 1.0,  # our own timeout above decides
+        )
+    return transport
+
+
+def _refine(failure: str, sock: CountingSocket) -> str:
+    """Tell EOF from reset by what the socket saw: asyncio reports both as 'lost'."""
+    if failure not in (Failure.CONNECTION_RESET, Failure.EOF):
+        return failure
+    _, saw_eof, saw_reset = sock.ending()
+    if saw_reset:
+        return Failure.CONNECTION_RESET
+    if saw_eof:
+        return Failure.EOF
+    return failure
+
+
+def _success(
+    transport: asyncio.Transport, address: str, host: str, duration: float, received: int
+) -> TLSStage:
+    tls = transport.get_extra_info("ssl_object")
+    assert isinstance(tls, ssl.SSLObject)
+    cipher = tls.cipher()
+    der = tls.getpeercert(binary_form=True)
+    return TLSStage(
+        ok=True,
+        failure=None,
+        duration_s=duration,
+        address=address,
+        server_name=host,
+        version=tls.version(),
+        cipher=cipher[0] if cipher else None,
+        alpn=tls.selected_alpn_protocol(),
+        certificate=certificate_record(der) if der else None,
+        bytes_received=received,
+    )
+
+
+def certificate_record(der: bytes) -> TLSCertificate:
+    """What users ask of a certificate: whose, by whom, valid when."""
+    cert = x509.load_der_x509_certificate(der)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return TLSCertificate(
+        subject_cn=str(cns[0].value) if cns else None,
+        san=_san(cert),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=_rfc3339(cert.not_valid_before_utc),
+        not_after=_rfc3339(cert.not_valid_after_utc),
+        sha256=hashlib.sha256(der).hexdigest(),
+    )
+
+
+def _san(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    names = list(ext.value.get_values_for_type(x509.DNSName))
+    names += [str(ip) for ip in ext.value.get_values_for_type(x509.IPAddress)]
+    return names[:MAX_SAN]
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
