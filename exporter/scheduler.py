@@ -1,0 +1,576 @@
+"""When `lifeline serve` measures what, and what it publishes.
+
+Two plain policy classes decide, without any I/O (STYLE #6):
+
+- :class:`SchedulePolicy`: every target is one *slot* (all of its vantages
+  together, so the control's observation is taken close in time to the
+  others'); slots are spread over the interval with a little jitter, so the
+  start is no thundering herd; a slot still running when it is due again is
+  skipped and counted, so no backlog can grow.
+- :class:`Confirmation`: a verdict that differs from the published one is
+  held back until an immediate re-probe (of that vantage and the control)
+  says the same, so one lost packet pages nobody.
+
+:class:`Board` holds what is published (the metrics, the API and the page
+read it). :class:`Monitor` is the thin async driver that awaits the
+measurements and feeds the policies, the board, the store and the probe log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from probes.model import CANARY_SERVICE, Config, Target, Vantage
+from probes.records import Measurement, Result, Verdict
+
+if TYPE_CHECKING:
+    from exporter.logs import ProbeLog
+    from exporter.store import AsyncStore
+    from probes.runner import Job, Observations
+
+__all__ = [
+    "Board",
+    "Confirmation",
+    "Decision",
+    "Entry",
+    "Measurer",
+    "Monitor",
+    "SchedulePolicy",
+    "Slot",
+    "epoch",
+    "rfc3339",
+    "slots_for",
+]
+
+Key = tuple[str, str, str]  # (service, target URL, vantage)
+
+#: Share of a slot's spacing used for random jitter: slots stay in order but
+#: two daemons started together do not probe in lockstep.
+JITTER_FRACTION = 0.5
+
+
+def rfc3339(ts: float) -> str:
+    """An epoch time as RFC 3339 UTC with milliseconds (the records' format)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch(text: str) -> float:
+    """An RFC 3339 time as epoch seconds (naive times are taken as UTC)."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+# --- the schedule --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One target measured from every vantage at once."""
+
+    service: str
+    target: Target
+    jobs: tuple[Job, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.service, self.target.url)
+
+
+def slots_for(config: Config) -> list[Slot]:
+    """One slot per (service, target), canaries first, in config order."""
+    from probes.runner import jobs_for
+
+    grouped: dict[tuple[str, str], list[Job]] = {}
+    targets: dict[tuple[str, str], Target] = {}
+    for job in jobs_for(config):
+        key = (job.service, job.target.url)
+        grouped.setdefault(key, []).append(job)
+        targets.setdefault(key, job.target)
+    order = sorted(grouped, key=lambda k: k[0] != CANARY_SERVICE)  # stable: canaries first
+    return [Slot(k[0], targets[k], tuple(grouped[k])) for k in order]
+
+
+class SchedulePolicy:
+    """Which measurements start at a given time (monotonic seconds); no I/O, no clock of its own.
+
+    Slots come round once per interval. A measurement still running when its
+    slot comes round again is skipped (and counted) while the slot's other
+    vantages go ahead, so one dead vantage neither delays the others nor
+    lets a backlog grow.
+    """
+
+    def __init__(
+        self,
+        slots: Sequence[Slot],
+        interval: float,
+        *,
+        start: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self.slots = list(slots)
+        rng = rng or random.Random()
+        spacing = interval / max(1, len(self.slots))
+        self._next: dict[tuple[str, str], float] = {
+            s.key: start + i * spacing + rng.uniform(0.0, spacing * JITTER_FRACTION)
+            for i, s in enumerate(self.slots)
+        }
+        self._running: set[Key] = set()
+        self._done: set[Key] = set()
+        #: measurements not taken because the previous one overran or the driver fell behind
+        self.skipped = 0
+
+    def due(self, now: float) -> list[tuple[Slot, tuple[Job, ...]]]:
+        """Slots that come round now, each with the jobs to start (those not still running).
+
+        Each due time moves on by whole intervals: nothing queues up.
+        """
+        out: list[tuple[Slot, tuple[Job, ...]]] = []
+        for slot in self.slots:
+            at = self._next[slot.key]
+            if at > now:
+                continue
+            missed = math.floor((now - at) / self.interval)  # rounds that passed entirely
+            self._next[slot.key] = at + (missed + 1) * self.interval
+            idle = tuple(j for j in slot.jobs if j.key not in self._running)
+            self.skipped += len(slot.jobs) * missed + (len(slot.jobs) - len(idle))
+            if idle:
+                self._running.update(j.key for j in idle)
+                out.append((slot, idle))
+        return out
+
+    def finished(self, job: Job) -> None:
+        self._running.discard(job.key)
+        self._done.add(job.key)
+
+    def next_due(self) -> float:
+        return min(self._next.values(), default=math.inf)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    @property
+    def complete(self) -> bool:
+        """Every job has finished at least once (one full round)."""
+        return all(j.key in self._done for s in self.slots for j in s.jobs)
+
+
+# --- confirmation ----------------------------------------------------------------
+
+
+class Decision(Enum):
+    PUBLISH = "publish"
+    CONFIRM = "confirm"  # re-probe this vantage and the control before publishing
+
+
+class Confirmation:
+    """Holds a changed verdict back until a re-probe agrees that it changed.
+
+    The re-probe's result is what gets published: if it is back to the
+    published verdict, the blip is dropped; if it differs too (two
+    measurements in a row disagree with the published verdict), it is the
+    new verdict, and the first result is published before it when both agree
+    so that the change dates from the first observation.
+    """
+
+    def __init__(self, published: Mapping[Key, str] | None = None) -> None:
+        self._published: dict[Key, str] = dict(published or {})
+        self._pending: dict[Key, Result] = {}
+
+    @staticmethod
+    def key(result: Result) -> Key:
+        m = result.measurement
+        return (m.service, m.target, m.vantage)
+
+    def offer(self, result: Result) -> Decision:
+        key = self.key(result)
+        current = self._published.get(key)
+        if current is None or current == result.verdict.value:
+            self._published[key] = result.verdict.value
+            self._pending.pop(key, None)
+            return Decision.PUBLISH
+        self._pending[key] = result
+        return Decision.CONFIRM
+
+    def pending(self, key: Key) -> bool:
+        return key in self._pending
+
+    def settle(self, result: Result) -> list[Result]:
+        """The re-probe's result came: what to publish, in order."""
+        key = self.key(result)
+        first = self._pending.pop(key, None)
+        self._published[key] = result.verdict.value
+        if first is not None and first.verdict == result.verdict:
+            return [first, result]
+        return [result]
+
+    def retain(self, keys: Iterable[Key]) -> None:
+        """Forget everything about keys no longer in the config."""
+        keep = set(keys)
+        self._published = {k: v for k, v in self._published.items() if k in keep}
+        self._pending = {k: v for k, v in self._pending.items() if k in keep}
+
+
+# --- what is published --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Entry:
+    """The published verdict of one (service, target, vantage)."""
+
+    service: str
+    target: str
+    vantage: str
+    verdict: str
+    reason: str
+    since: str  # RFC 3339: when this verdict began
+    time: str  # RFC 3339: the latest measurement that carries it
+    result: Result | None = None  # None when restored from the store and not yet re-measured
+
+
+@dataclass(slots=True)
+class Board:
+    """Everything `serve` shows: published verdicts and its own health counters."""
+
+    config: Config
+    entries: dict[Key, Entry] = field(default_factory=dict)
+    measurements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    skipped: int = 0
+    store_failures: int = 0
+    log_failures: Callable[[], int] = lambda: 0
+    reload_ok: bool = True
+    reload_time: float = field(default_factory=time.time)
+    ready: bool = False
+    _order: list[Key] = field(default_factory=list, init=False, repr=False)
+    _wanted: set[Key] = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._order = self._config_keys()
+        self._wanted = set(self._order)
+
+    def _config_keys(self) -> list[Key]:
+        from probes.runner import jobs_for
+
+        return [j.key for j in jobs_for(self.config)]
+
+    def keys(self) -> list[Key]:
+        """Every (service, target, vantage) of the config, in config order."""
+        return list(self._order)
+
+    def publish(self, result: Result) -> None:
+        m = result.measurement
+        key = (m.service, m.target, m.vantage)
+        if key not in self._wanted:  # measured under a config that was just replaced
+            return
+        old = self.entries.get(key)
+        since = old.since if old is not None and old.verdict == result.verdict.value else m.time
+        verdict = result.verdict.value
+        self.entries[key] = Entry(*key, verdict, result.reason, since, m.time, result)
+
+    def count(self, result: Result) -> None:
+        m = result.measurement
+        if (m.service, m.target, m.vantage) not in self._wanted:
+            return
+        self.measurements[(m.service, m.vantage, result.verdict.value)] += 1
+
+    def restore(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Current verdicts from the store, for keys that are still configured."""
+        wanted = set(self.keys())
+        for row in rows:
+            key = (str(row["service"]), str(row["target"]), str(row["vantage"]))
+            if key in wanted and row.get("verdict") in Verdict.__members__.values():
+                self.entries[key] = Entry(
+                    *key,
+                    str(row["verdict"]),
+                    str(row.get("reason", "")),
+                    str(row["since"]),
+                    str(row.get("time") or row["since"]),
+                )
+
+    def retarget(self, config: Config) -> None:
+        """A new config: drop what it no longer names (label values stay bounded)."""
+        self.config = config
+        self._order = self._config_keys()
+        self._wanted = wanted = set(self._order)
+        self.entries = {k: e for k, e in self.entries.items() if k in wanted}
+        services = {k[0] for k in wanted}
+        vantages = {k[2] for k in wanted}
+        self.measurements = Counter(
+            {k: n for k, n in self.measurements.items() if k[0] in services and k[1] in vantages}
+        )
+
+    def ordered(self) -> list[Entry]:
+        return [self.entries[k] for k in self.keys() if k in self.entries]
+
+    def vantage_up(self, vantage: str) -> bool | None:
+        """False when every canary of the vantage fails; None before anything is known.
+
+        Without canaries, a vantage is up when any of its measurements succeeded.
+        """
+        mine = [e for e in self.entries.values() if e.vantage == vantage]
+        canaries = [e for e in mine if e.service == CANARY_SERVICE]
+        pool = canaries or mine
+        if not pool:
+            return None
+        return any(_succeeded(e) for e in pool)
+
+
+def _succeeded(entry: Entry) -> bool:
+    if entry.result is not None:
+        return entry.result.measurement.succeeded
+    return entry.verdict == Verdict.OK.value
+
+
+# --- the async driver ------------------------------------------------------------------
+
+
+class Measurer(Protocol):
+    """What the driver needs of :class:`probes.runner.Runner` (tests pass a fake)."""
+
+    async def measure(self, job: Job) -> Measurement: ...
+
+    def judge(self, obs: Measurement, observations: Observations) -> Result: ...
+
+    async def aclose(self) -> None: ...
+
+
+MeasurerFactory = Callable[[Config], Measurer]
+
+
+def _runner(config: Config) -> Measurer:
+    from probes.runner import Runner
+
+    return Runner(config)
+
+
+class Monitor:
+    """Runs the schedule: measures, judges, confirms, publishes, persists."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: AsyncStore | None = None,
+        log: ProbeLog | None = None,
+        measurer: MeasurerFactory = _runner,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        from probes.runner import Observations
+
+        self.board = Board(config)
+        if log is not None:
+            self.board.log_failures = lambda: log.lost_writes
+        self._store = store
+        self._log = log
+        self._factory = measurer
+        self._measurer = measurer(config)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._observations = Observations(())
+        self._confirm = Confirmation()
+        self._policy = self._new_policy(config)
+        self._skipped_before = 0
+        self._loop_task: asyncio.Task[None] | None = None
+        self._slots: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def config(self) -> Config:
+        return self.board.config
+
+    @property
+    def store(self) -> AsyncStore | None:
+        return self._store
+
+    @property
+    def measurer(self) -> Measurer:
+        return self._measurer
+
+    @property
+    def observations(self) -> Observations:
+        return self._observations
+
+    def _new_policy(self, config: Config) -> SchedulePolicy:
+        return SchedulePolicy(
+            slots_for(config), config.defaults.interval, start=self._clock(), rng=self._rng
+        )
+
+    async def start(self) -> None:
+        """Restore the published verdicts from the store, then start measuring."""
+        if self._store is not None:
+            try:
+                self.board.restore(await self._store.current())
+            except Exception as exc:  # a damaged store must not keep the exporter down
+                _warn(f"could not restore verdicts from the store: {exc}")
+        self._confirm = Confirmation({k: e.verdict for k, e in self.board.entries.items()})
+        self._loop_task = asyncio.create_task(self._loop(), name="lifeline-scheduler")
+
+    async def _loop(self) -> None:
+        while True:
+            for slot, jobs in self._policy.due(self._clock()):
+                task = asyncio.create_task(self.measure_slot(slot, jobs, policy=self._policy))
+                self._slots.add(task)
+                task.add_done_callback(self._slots.discard)
+            self.board.skipped = self._skipped_before + self._policy.skipped
+            delay = max(0.0, self._policy.next_due() - self._clock())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 3600.0))
+            except TimeoutError:
+                pass
+
+    async def measure_slot(
+        self,
+        slot: Slot,
+        jobs: Sequence[Job] | None = None,
+        *,
+        policy: SchedulePolicy | None = None,
+    ) -> None:
+        """Measure a slot's jobs; each is judged as soon as it and the control are in.
+
+        A changed verdict is re-probed (that vantage and the control) before it
+        is published; one slow vantage does not hold the others' verdicts back.
+        """
+        jobs = tuple(slot.jobs if jobs is None else jobs)
+        control = self.config.control
+        ctl_name = control.name if control is not None else None
+        control_in = asyncio.Event()
+        if all(j.vantage.name != ctl_name for j in jobs):
+            control_in.set()  # judge against the control's latest observation
+
+        async def one(job: Job) -> None:
+            try:
+                try:
+                    m = await self._measurer.measure(job)
+                    self._observations.add(m)
+                finally:
+                    if job.vantage.name == ctl_name:
+                        control_in.set()
+                await control_in.wait()
+                await self._settle(self._record(m), job, slot)
+            finally:
+                if policy is not None:
+                    policy.finished(job)
+                    if policy is self._policy and policy.complete:
+                        self.board.ready = True
+
+        outcomes = await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # one broken measurement must not stop the rest
+                _warn(f"measuring {job.target.url} from {job.vantage.name} failed: {outcome!r}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+    def _record(self, m: Measurement) -> Result:
+        """Judge a measurement against the rolling observations; count and log it."""
+        r = self._measurer.judge(m, self._observations)
+        self.board.count(r)
+        if self._log is not None:
+            self._log.write(r.to_dict())
+        return r
+
+    async def _settle(self, result: Result, job: Job, slot: Slot) -> None:
+        """Publish a result, or re-probe first when its verdict changed."""
+        if self._confirm.offer(result) is Decision.PUBLISH:
+            await self._publish([result])
+            return
+        control = self.config.control
+        again = [job]
+        if control is not None and job.vantage.name != control.name:
+            again += [j for j in slot.jobs if j.vantage.name == control.name]
+        measurements = await asyncio.gather(*(self._measurer.measure(j) for j in again))
+        for m in measurements:
+            self._observations.add(m)
+        fresh = self._record(measurements[0])
+        for m in measurements[1:]:  # the control's re-probe: evidence, counted and logged
+            self._record(m)
+        await self._publish(self._confirm.settle(fresh))
+
+    async def _publish(self, results: list[Result]) -> None:
+        for r in results:
+            self.board.publish(r)
+        if self._store is not None and results:
+            try:
+                await self._store.add(results)
+            except Exception as exc:  # counted and shown; measuring goes on
+                self.board.store_failures += 1
+                _warn(f"store write failed: {exc}")
+
+    async def probe(self, target: Target, vantage: Vantage, service: str) -> Result:
+        """One measurement now (for /probe), judged with the latest scheduled control and canaries.
+
+        It is not published: /probe answers a question, it does not change the board.
+        """
+        from probes.runner import Job, Observations
+
+        measurer = self._measurer
+        m = await measurer.measure(Job(service, target, vantage))
+        context: list[Measurement] = []
+        control = self.config.control
+        if control is not None and control.name != vantage.name:
+            ctl = self._observations.get(service, target.url, control.name)
+            if ctl is not None:
+                context.append(ctl)
+            context += self._observations.canaries.get(control.name, [])
+        context += self._observations.canaries.get(vantage.name, [])
+        # added last, the fresh measurement replaces a scheduled one of the same key
+        return measurer.judge(m, Observations([*context, m]))
+
+    async def reload(self, config: Config) -> None:
+        """Switch to a new config: the old in-flight slots finish, then measuring goes on."""
+        from probes.runner import Observations
+
+        old_measurer, old_tasks = self._measurer, set(self._slots)
+        self._skipped_before += self._policy.skipped
+        self.board.retarget(config)
+        keys = set(self.board.keys())
+        self._confirm.retain(keys)
+        self._observations = Observations(
+            m for k, m in self._observations.by_key.items() if k in keys
+        )
+        self._measurer = self._factory(config)
+        self._policy = self._new_policy(config)
+        self.board.reload_ok, self.board.reload_time = True, time.time()
+        self._wake.set()
+        await self._drain(old_tasks, bound=config.defaults.timeout)
+        await old_measurer.aclose()
+
+    async def _drain(self, tasks: set[asyncio.Task[None]], *, bound: float) -> None:
+        """Let tasks finish within a bound, then cancel what is left."""
+        if not tasks:
+            return
+        # a slot may re-probe after measuring: two measurement budgets, plus a margin
+        _, pending = await asyncio.wait(tasks, timeout=2 * bound + 1.0)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def aclose(self) -> None:
+        """Stop scheduling, let in-flight measurements end (bounded), close the measurer."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        await self._drain(set(self._slots), bound=self.config.defaults.timeout)
+        await self._measurer.aclose()
+
+
+def _warn(text: str) -> None:
+    print(f"lifeline serve: {text}", file=sys.stderr, flush=True)

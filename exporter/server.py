@@ -1,0 +1,431 @@
+"""`lifeline serve`: the long-running exporter (CONTRACT §5-6).
+
+One aiohttp application in front of a :class:`~exporter.scheduler.Monitor`.
+Scrapes read what the schedule published; only `/probe` measures on demand,
+and only targets the config names (or `probe.allow` patterns): anything else
+is refused before a single connection is opened (no SSRF through us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from exporter.metrics import encode, probe_registry, registry_for
+from exporter.scheduler import Board, Monitor, epoch, rfc3339
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from probes.config import ConfigError, load_config, parse_duration
+from probes.model import CANARY_SERVICE, Config, Target, Vantage
+
+__all__ = [
+    "ADHOC_SERVICE",
+    "STATUS_SCHEMA",
+    "ServeOptions",
+    "Server",
+    "parse_listen",
+    "run_serve",
+    "serve",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STATUS_SCHEMA = "lifeline.status/1"
+#: The service label of a /probe target that only a `probe.allow` pattern admits.
+ADHOC_SERVICE = "probe"
+#: Most records one /api/v1/measurements request returns.
+MAX_RECORDS = 100_000
+DEFAULT_RECORDS = 10_000
+PRUNE_EVERY_S = 3600.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    listen: str = ":9478"
+    data_dir: str | None = None
+    web: WebConfig = field(default_factory=WebConfig)
+
+
+def parse_listen(text: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` (``:PORT`` = every interface, ``[::1]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. :9478 or 127.0.0.1:9478")
+    host = host.strip("[]")
+    return (host or None, int(port))
+
+
+# --- the status page ----------------------------------------------------------------
+# exporter/page.py renders it from the status document and the store's timeline;
+# this adapter is all it sees of `serve`, and _add_status_page the one place it is routed.
+
+
+class _PageSource:
+    """What the status page reads: the status document, the timeline, the evidence."""
+
+    #: How far back the drill-down looks for a target's newest measurements.
+    EVIDENCE_WINDOW_S = 24 * 3600.0
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+
+    async def status(self) -> dict[str, Any]:
+        return status_document(self._monitor.board)
+
+    async def changes(self, *, since: str | None) -> Sequence[Any]:
+        store = self._monitor.store
+        return [] if store is None else await store.changes(since=since)
+
+    async def measurements(
+        self, *, service: str, target: str, vantage: str, limit: int
+    ) -> list[dict[str, Any]]:
+        store = self._monitor.store
+        if store is None:
+            return []
+        records = await store.measurements(
+            since=rfc3339(time.time() - self.EVIDENCE_WINDOW_S),
+            services=[service],
+            vantages=[vantage],
+        )
+        mine = [r for r in records if r.get("target") == target]
+        return mine[-limit:][::-1]  # newest first
+
+
+def _add_status_page(app: web.Application, monitor: Monitor) -> None:
+    from exporter.page import add_page_routes
+
+    add_page_routes(app, _PageSource(monitor))
+
+
+# --- the application -----------------------------------------------------------------
+
+
+class Server:
+    """The HTTP side of `serve`: routes, auth, reload."""
+
+    def __init__(self, monitor: Monitor, *, config_path: str | None, web_config: WebConfig) -> None:
+        self.monitor = monitor
+        self.config_path = config_path
+        self.web_config = web_config
+        self._reload_lock = asyncio.Lock()
+        self._registry = registry_for(monitor.board)
+        self.background: set[asyncio.Task[list[str]]] = set()  # reloads started by SIGHUP
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.add_routes(self._routes())
+        _add_status_page(app, self.monitor)
+        return app
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/metrics", self._metrics),
+            web.get("/probe", self._probe),
+            web.get("/api/v1/status", self._status),
+            web.get("/api/v1/measurements", self._measurements),
+            web.get("/-/healthy", self._healthy),
+            web.get("/-/ready", self._ready),
+            web.post("/-/reload", self._reload),
+        ]
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        wc = self.web_config
+        if wc.users and not await asyncio.to_thread(
+            wc.authorized, request.headers.get("Authorization")
+        ):
+            raise web.HTTPUnauthorized(
+                text="401 Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="lifeline"'}
+            )
+        return await handler(request)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body, content_type = encode(self._registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _probe(self, request: web.Request) -> web.Response:
+        config = self.monitor.config
+        url = request.query.get("target", "").strip()
+        if not url:
+            raise _bad("the target parameter is required")
+        service, target = _admitted(config, url)
+        name = request.query.get("vantage") or _default_vantage(config).name
+        vantage = config.vantage(name)
+        if vantage is None:
+            raise _bad(f"unknown vantage {name!r}")
+        started = time.monotonic()
+        result = await self.monitor.probe(target, vantage, service)
+        body, content_type = encode(
+            probe_registry(result, time.monotonic() - started), request.headers.get("Accept")
+        )
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(status_document(self.monitor.board))
+
+    async def _measurements(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        store = self.monitor.store
+        if store is None:
+            raise web.HTTPNotFound(text="no store is configured\n")
+        try:
+            since = _time_param(q.get("since"), default_ago=3600.0)
+            until = _time_param(q.get("until"), default_ago=None)
+            limit = min(MAX_RECORDS, int(q.get("limit", DEFAULT_RECORDS)))
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        records = await store.measurements(
+            since=since,
+            until=until,
+            services=q.getall("service", []),
+            vantages=q.getall("vantage", []),
+            limit=max(0, limit),
+        )
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for i in range(0, len(records), 256):
+            batch = records[i : i + 256]
+            chunk = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in batch)
+            await response.write(chunk.encode())
+        await response.write_eof()
+        return response
+
+    async def _healthy(self, request: web.Request) -> web.Response:
+        return web.Response(text="lifeline is healthy\n")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.monitor.board.ready:
+            return web.Response(text="lifeline is ready\n")
+        return web.Response(status=503, text="lifeline is measuring its first round\n")
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        errors = await self.reload()
+        if errors:
+            return web.json_response({"status": "error", "errors": errors}, status=400)
+        return web.json_response({"status": "success"})
+
+    def reload_soon(self) -> None:
+        """Start a reload from a signal handler (which cannot await)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def reload(self) -> list[str]:
+        """Re-read the config; a bad one is refused (errors returned), the old one keeps running."""
+        async with self._reload_lock:
+            if self.config_path is None:
+                return ["no config file to reload"]
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                self.monitor.board.reload_ok = False
+                for line in exc.errors:
+                    _say(f"reload refused: {line}", err=True)
+                return list(exc.errors)
+            await self.monitor.reload(config)
+            _say(f"reloaded {self.config_path}")
+            return []
+
+
+def status_document(board: Board) -> dict[str, Any]:
+    """The `/api/v1/status` JSON: the current verdict of every (service, target, vantage)."""
+    vantages = {v.name: v for v in board.config.vantages}
+    results = []
+    for e in board.ordered():
+        v = vantages.get(e.vantage)
+        results.append(
+            {
+                "service": e.service,
+                "target": e.target,
+                "vantage": e.vantage,
+                "verdict": e.verdict,
+                "reason": e.reason,
+                "since": e.since,
+                "time": e.time,
+                "country": v.country if v else None,
+                "timezone": v.timezone if v else None,
+            }
+        )
+    return {
+        "schema": STATUS_SCHEMA,
+        "time": rfc3339(time.time()),
+        "ready": board.ready,
+        "results": results,
+        "vantages": [
+            {
+                "name": v.name,
+                "control": v.control,
+                "country": v.country,
+                "timezone": v.timezone,
+                "up": board.vantage_up(v.name),
+            }
+            for v in board.config.vantages
+        ],
+    }
+
+
+def _bad(text: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=text + "\n")
+
+
+def _admitted(config: Config, url: str) -> tuple[str, Target]:
+    """The (service, target) a /probe URL may measure; anything else is a 400.
+
+    Configured targets match exactly; `probe.allow` globs admit others. This
+    runs before anything is resolved or connected.
+    """
+    for t in config.canaries:
+        if t.url == url:
+            return CANARY_SERVICE, t
+    for s in config.services:
+        for t in s.targets:
+            if t.url == url:
+                return s.name, t
+    if not any(fnmatchcase(url, pattern) for pattern in config.probe_allow):
+        raise _bad("target is not configured and matches no probe.allow pattern")
+    try:
+        return ADHOC_SERVICE, Target.parse(url)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _default_vantage(config: Config) -> Vantage:
+    return next((v for v in config.vantages if not v.control), config.vantages[0])
+
+
+def _time_param(text: str | None, *, default_ago: float | None) -> str | None:
+    """An RFC 3339 time, or a duration meaning that long ago ('15m')."""
+    if not text:
+        return None if default_ago is None else rfc3339(time.time() - default_ago)
+    try:
+        return rfc3339(epoch(text))
+    except ValueError:
+        pass
+    try:
+        return rfc3339(time.time() - parse_duration(text))
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time or a duration: {text!r}") from None
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    print(
+        f"lifeline serve: {text}" if err else text,
+        file=sys.stderr if err else sys.stdout,
+        flush=True,
+    )
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+async def serve(
+    config: Config,
+    options: ServeOptions,
+    *,
+    stop: asyncio.Event | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``): schedule, serve HTTP, persist; then stop cleanly."""
+    from exporter.logs import ProbeLog
+    from exporter.store import AsyncStore, StoreError
+
+    host, port = parse_listen(options.listen)
+    data_dir = Path(options.data_dir or config.storage.dir)
+    store = AsyncStore(data_dir, retention_s=config.storage.retention)
+    try:
+        await store.open()
+    except (StoreError, OSError) as exc:
+        _say(f"cannot open the store in {data_dir}: {exc}", err=True)
+        await store.aclose()
+        return EXIT_FAILED
+    log = ProbeLog(data_dir)
+    monitor = Monitor(config, store=store, log=log)
+    server = Server(monitor, config_path=config.path, web_config=options.web)
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=config.defaults.timeout)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        await monitor.start()
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=options.web.ssl_context())
+        await site.start()
+        url = _url(runner, options.web)
+        _say(f"listening on {url}")
+        if on_listening is not None:
+            on_listening(url)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_soon)
+        pruner = asyncio.create_task(_prune(store))
+        await stop.wait()
+        pruner.cancel()
+        await asyncio.gather(pruner, *server.background, return_exceptions=True)
+    except OSError as exc:  # the port is taken, or the cert cannot be read
+        _say(f"cannot listen on {options.listen}: {exc}", err=True)
+        return EXIT_FAILED
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        await monitor.aclose()
+        log.close()
+        await store.aclose()
+    _say("stopped")
+    return EXIT_OK
+
+
+async def _prune(store: Any) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_EVERY_S)
+        try:
+            await store.prune()
+        except Exception as exc:  # retention is best effort; measuring goes on
+            _say(f"pruning the store failed: {exc}", err=True)
+
+
+def _url(runner: web.AppRunner, wc: WebConfig) -> str:
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if wc.tls else 'http'}://{shown}:{port}/"
+
+
+def options_from_args(args: argparse.Namespace) -> ServeOptions | None:
+    """Options from the command line; None (after saying why) on a usage error."""
+    web_config = WebConfig()
+    if args.web_config:
+        try:
+            web_config = load_web_config(args.web_config)
+        except WebConfigError as exc:
+            print(f"lifeline: {args.web_config}: invalid web config:", file=sys.stderr)
+            for line in exc.errors:
+                print(f"  {line}", file=sys.stderr)
+            return None
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        print(f"lifeline: {exc}", file=sys.stderr)
+        return None
+    return ServeOptions(listen=args.listen, data_dir=args.data_dir, web=web_config)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from exporter.check import load_or_report
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
+    options = options_from_args(args)
+    if options is None:
+        return EXIT_USAGE
+    return asyncio.run(serve(config, options))
