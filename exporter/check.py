@@ -95,7 +95,11 @@ def run_check(args: argparse.Namespace) -> int:
     if args.log:
         from exporter.logs import append_results
 
-        append_results(args.log, results)
+        try:
+            append_results(args.log, results)
+        except OSError as exc:
+            print(f"lifeline: --log {args.log}: cannot write the probe log: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     out = sys.stdout
     if args.format == "json":
         out.write(render_json(results))

@@ -194,6 +194,11 @@ class Measurement:
     # stored log can be re-classified without it
     expect_status: list[int] = field(default_factory=list)
     throughput: bool = False
+    # set when a remote agent measured it (docs/agents.md): who, which version,
+    # and how far the agent's clock (which dated ``time``) was ahead of the hub's
+    agent: str | None = None
+    agent_version: str | None = None
+    clock_skew_s: float | None = None
 
     def stages(self) -> dict[str, DNSStage | TCPStage | TLSStage | HTTPStage | None]:
         return {"dns": self.dns, "tcp": self.tcp, "tls": self.tls, "http": self.http}
@@ -244,6 +249,8 @@ class Result:
             "stages": {k: (_to_dict(v) if v is not None else None) for k, v in m.stages().items()},
             "lifeline_version": self.version,
         }
+        if m.agent is not None:  # only on agents' measurements: other records keep their shape
+            out.update(agent=m.agent, agent_version=m.agent_version, clock_skew_s=m.clock_skew_s)
         out["control"] = self.control.to_dict() if self.control is not None else None
         return out
 
@@ -260,6 +267,9 @@ class Result:
                 "error": data.get("error"),
                 "expect_status": data.get("expect_status") or [],
                 "throughput": bool(data.get("throughput", False)),
+                "agent": data.get("agent"),
+                "agent_version": data.get("agent_version"),
+                "clock_skew_s": data.get("clock_skew_s"),
                 **{k: stages.get(k) for k in ("dns", "tcp", "tls", "http")},
             }
         )
@@ -278,13 +288,31 @@ class Result:
 _T = TypeVar("_T")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        _FIELD_NAMES[cls] = names
+    return names
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _to_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, list):
+    """Plain JSON-able data of a record (faster than dataclasses.asdict: no deep copies)."""
+    cls = type(obj)
+    if cls in _SCALARS:
+        return obj
+    if cls is list:
         return [_to_dict(x) for x in obj]
-    if isinstance(obj, dict):
+    if cls is dict:
         return {k: _to_dict(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {name: _to_dict(getattr(obj, name)) for name in _field_names(cls)}
     return obj
 
 
