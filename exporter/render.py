@@ -48,7 +48,9 @@ def _sorted(results: Iterable[Result]) -> list[Result]:
     )
 
 
-def render_table(results: Sequence[Result], *, color: bool = False, width: int | None = None) -> str:
+def render_table(
+    results: Sequence[Result], *, color: bool = False, width: int | None = None
+) -> str:
     """A table for a person: service, target, vantage, verdict, and the reason."""
     rows = [
         (r.measurement.service, r.measurement.target, r.measurement.vantage, r.verdict, r.reason)

@@ -27,7 +27,9 @@ __all__ = ["history", "run_window", "scores_for"]
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
-def history(config: Config, data_dir: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def history(
+    config: Config, data_dir: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Current results and verdict changes from the store, if there is one."""
     directory = Path(data_dir or config.storage.dir)
     if not (directory / "lifeline.db").exists():
@@ -99,7 +101,13 @@ def run_window(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     scores = scores_for(
-        config, regions, duration=duration, now=now, within=within, not_before=not_before, check=check
+        config,
+        regions,
+        duration=duration,
+        now=now,
+        within=within,
+        not_before=not_before,
+        check=check,
     )
     if args.format == "json":
         from exporter.window import to_json

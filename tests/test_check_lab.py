@@ -52,9 +52,7 @@ def without_control(lab: LabThread) -> dict[str, Any]:
     return doc
 
 
-def _mismatches(
-    doc: dict[str, Any], expected: list[dict[str, str]], service: str
-) -> list[str]:
+def _mismatches(doc: dict[str, Any], expected: list[dict[str, str]], service: str) -> list[str]:
     got = _by_key(doc["results"])
     out = []
     for e in expected:
@@ -106,13 +104,19 @@ def test_every_pair_reported_once_with_contract_fields(
 def test_blocked_stage_evidence_is_kept(with_control: dict[str, Any]) -> None:
     rows = with_control["results"]
     nx = next(
-        r for r in rows if r["service"] == "dns-nxdomain" and r["vantage"] == "censored"
+        r
+        for r in rows
+        if r["service"] == "dns-nxdomain"
+        and r["vantage"] == "censored"
         and r["target"].startswith("dns://")
     )
     assert nx["stages"]["dns"]["failure"] == "dns_nxdomain_error"
     assert nx["control"]["dns"]["addresses"]  # the control resolved it: that is the evidence
     refused = next(
-        r for r in rows if r["service"] == "tcp-refused" and r["vantage"] == "censored"
+        r
+        for r in rows
+        if r["service"] == "tcp-refused"
+        and r["vantage"] == "censored"
         and r["target"].startswith("tcp://")
     )
     assert refused["stages"]["tcp"]["failure"] == "connection_refused"
