@@ -14,11 +14,14 @@ import ipaddress
 import socket
 import time
 
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
+import dns.inet
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 from probes.deadline import Deadline
@@ -162,21 +165,67 @@ async def _udp(
         if remaining <= 0:
             raise StageError(Failure.TIMEOUT, "no answer from the resolver")
         try:
-            return await dns.asyncquery.udp(
-                query,
-                spec.host,
-                timeout=min(wait, remaining),
-                port=spec.port,
-                source=source,
-                ignore_unexpected=True,
-                raise_on_truncation=True,
-            )
+            return await _udp_try(spec, query, source, min(wait, remaining))
         except dns.message.Truncated:
             return await dns.asyncquery.tcp(
                 query, spec.host, timeout=deadline.remaining(), port=spec.port, source=source
             )
         except dns.exception.Timeout:
             wait *= 2
+
+
+async def _udp_try(
+    spec: ResolverSpec, query: dns.message.Message, source: str | None, window: float
+) -> dns.message.Message:
+    """One datagram out, then the first reply that answers it.
+
+    Anyone on the path can send datagrams: one with another ID or question
+    (an off-path injector's guess, a late reply) is ignored, as a stub resolver
+    does. A reply carrying our ID that does not parse is the resolver's answer,
+    broken: that is the failure (dns_server_misbehaving), not a timeout.
+    """
+    backend = dns.asyncbackend.get_default_backend()
+    family = dns.inet.af_for_address(spec.host)
+    destination = (spec.host, spec.port)
+    local = (source, 0) if source else None
+    connected = destination if backend.datagram_connection_required() else None  # type: ignore[no-untyped-call]
+    expiration = time.time() + window  # dnspython's clock for expirations
+    opened = backend.make_socket(family, socket.SOCK_DGRAM, 0, local, connected)  # type: ignore[no-untyped-call]
+    async with await opened as sock:
+        await dns.asyncquery.send_udp(sock, query.to_wire(), destination, expiration)
+        while True:
+            wire, sender = await sock.recvfrom(65535, max(0.0, expiration - time.time()))
+            if not _same_endpoint(sender, destination):
+                continue
+            reply = _parse_reply(wire, query)
+            if reply is not None:
+                return reply
+
+
+def _same_endpoint(sender: object, destination: tuple[str, int]) -> bool:
+    if not isinstance(sender, tuple) or len(sender) < 2:
+        return False
+    try:
+        same = ipaddress.ip_address(str(sender[0])) == ipaddress.ip_address(destination[0])
+    except ValueError:
+        return False
+    return same and sender[1] == destination[1]
+
+
+def _parse_reply(wire: bytes, query: dns.message.Message) -> dns.message.Message | None:
+    """The reply to ``query`` in ``wire``; None when the datagram is not one."""
+    ours = len(wire) >= 2 and int.from_bytes(wire[:2], "big") == query.id
+    try:
+        reply = dns.message.from_wire(wire, raise_on_truncation=True)
+    except dns.message.Truncated as exc:
+        if query.is_response(exc.message()):  # type: ignore[no-untyped-call]
+            raise
+        return None
+    except Exception as exc:  # anything dnspython raises on bytes it cannot read
+        if not ours:
+            return None
+        raise StageError(Failure.DNS_SERVER_MISBEHAVING, f"malformed reply: {exc}") from exc
+    return reply if query.is_response(reply) else None
 
 
 async def _doh(
@@ -237,13 +286,17 @@ def _record(response: dns.message.Message, host: str, qtype: str, duration: floa
 def _chain_answers(
     response: dns.message.Message, name: dns.name.Name, qtype: str
 ) -> list[DNSAnswer]:
-    """Follow CNAMEs from the question's name within the answer section."""
+    """Follow CNAMEs from the question's name within the answer section.
+
+    Only class IN counts: an "A" of another class (CHAOS's is a name and a
+    number) is not an address, whatever a hostile resolver puts there.
+    """
     wanted = dns.rdatatype.from_text(qtype)
     out: list[DNSAnswer] = []
     seen: set[dns.name.Name] = set()
     while name not in seen and len(out) < MAX_ANSWERS:
         seen.add(name)
-        rrsets = [r for r in response.answer if r.name == name]
+        rrsets = [r for r in response.answer if r.name == name and r.rdclass == dns.rdataclass.IN]
         direct = [r for r in rrsets if r.rdtype == wanted]
         if direct:
             for rd in direct[0]:

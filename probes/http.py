@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import html
 import importlib.util
+import ipaddress
 import re
 import socket
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from probes.dns import resolve_addresses
@@ -35,7 +37,15 @@ from probes.records import HTTPHop, HTTPStage
 from probes.tcp import MAX_ATTEMPTS
 from probes.tls import ParkedProtocol
 
-__all__ = ["MAX_REDIRECTS", "http_stage"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "address_reach",
+    "headers_of_interest",
+    "http_stage",
+    "next_url",
+    "target_reach",
+    "within_reach",
+]
 
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -47,7 +57,11 @@ MAX_HEADER_VALUE = 256
 BODY_HEAD_BYTES = 2048
 TITLE_SCAN_BYTES = 65_536
 MAX_TITLE = 200
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+#: The opening tag (attributes bounded, so many unclosed "<title" stay linear) and the end.
+_TITLE_OPEN = re.compile(r"<title(?:\s[^>]{0,256})?>", re.IGNORECASE)
+_TITLE_CLOSE = re.compile(r"</title", re.IGNORECASE)
+#: Characters of title text looked at (a 1 MB title is cut, not unescaped whole).
+_TITLE_SCAN_CHARS = 4096
 _USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/124.0 Safari/537.36"
@@ -129,13 +143,14 @@ async def _follow(
     record: HTTPStage,
 ) -> None:
     url = URL(ctx.target.url)
+    reach = target_reach(ctx)
     for _ in range(MAX_REDIRECTS + 1):
         exchange.request_sent = False
         with mapped():
             async with asyncio.timeout(ctx.deadline.remaining()):
                 resp = await session.get(url, allow_redirects=False)
         async with resp:
-            next_url = _redirect(record, url, resp, connector.last_address)
+            next_url = _redirect(record, url, resp, connector.last_address, reach)
             if next_url is None:
                 record.request_sent = True
                 await _final(ctx, record, url, resp)
@@ -145,20 +160,86 @@ async def _follow(
 
 
 def _redirect(
-    record: HTTPStage, url: URL, resp: aiohttp.ClientResponse, address: str | None
+    record: HTTPStage,
+    url: URL,
+    resp: aiohttp.ClientResponse,
+    address: str | None,
+    reach: frozenset[str],
 ) -> URL | None:
-    """The next URL if this response redirects (recording the hop), else None."""
+    """The next URL if this response redirects (recording the hop), else None.
+
+    A redirect may not lead where the configured target could not: another
+    scheme, or an address (written in the Location) outside ``reach``. It is
+    refused before anything is resolved or dialled.
+    """
     location = resp.headers.get("Location")
     if resp.status not in REDIRECT_STATUSES or not location:
         return None
     record.redirects.append(HTTPHop(str(url), resp.status, location[:2048], address))
+    return next_url(url, location, reach)
+
+
+def next_url(url: URL, location: str, reach: frozenset[str]) -> URL:
+    """Where a Location header leads from ``url``; StageError(http_bad_redirect) when it
+    may not be followed. Pure: no resolver, no dial."""
+    shown = location[:2048]
     try:
         target = url.join(URL(location))
-    except ValueError as exc:
-        raise StageError(Failure.HTTP_BAD_REDIRECT, f"bad Location {location!r}") from exc
-    if target.scheme not in ("http", "https") or not target.host:
-        raise StageError(Failure.HTTP_BAD_REDIRECT, f"redirect to {location!r}")
+        host = target.host
+    except ValueError as exc:  # yarl's parse errors (UnicodeError included)
+        raise StageError(Failure.HTTP_BAD_REDIRECT, f"bad Location {shown!r}") from exc
+    if target.scheme not in ("http", "https") or not host:
+        raise StageError(Failure.HTTP_BAD_REDIRECT, f"redirect to {shown!r}")
+    if _is_ip(host) and not within_reach(host, reach):
+        raise StageError(
+            Failure.HTTP_BAD_REDIRECT, f"redirect to {host}: outside the target's reach"
+        )
     return target
+
+
+# --- where a redirect may lead ---------------------------------------------------
+
+
+def address_reach(address: str) -> str | None:
+    """The kind of network an address is in; None where no redirect may ever lead
+    (link-local, e.g. the 169.254.169.254 metadata service; multicast; unspecified)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return None
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_global:
+        return "global"
+    return "private"
+
+
+def target_reach(ctx: StageContext) -> frozenset[str]:
+    """The kinds of network the configured target itself is in (by its DNS answer).
+
+    A redirect from a public site into 10.0.0.0/8 or to 127.0.0.1 is a way to make
+    the vantage probe its own neighbourhood; a lab target on loopback may still
+    redirect to another loopback name.
+    """
+    dns = ctx.measurement.dns
+    addresses = list(dns.addresses) if dns is not None else []
+    if ctx.target.host_is_ip:
+        addresses.append(ctx.target.host)
+    kinds = {address_reach(a) for a in addresses if _is_ip(a)}
+    return frozenset(k for k in kinds if k is not None) | {"global"}
+
+
+def within_reach(address: str, reach: frozenset[str]) -> bool:
+    return _is_ip(address) and address_reach(address) in reach
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def _final(
@@ -167,7 +248,7 @@ async def _final(
     """Fill the record from the last response and its (capped) body."""
     record.final_url = str(url)
     record.status = resp.status
-    record.headers = _headers_of_interest(resp)
+    record.headers = headers_of_interest(resp.headers)
     body = await _read_body(resp, ctx.max_body_bytes, ctx)
     record.ok, record.failure = True, None
     record.body_length = body.length
@@ -221,12 +302,19 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int, ctx: StageContext) 
     return body
 
 
-def _headers_of_interest(resp: aiohttp.ClientResponse) -> dict[str, str]:
+def headers_of_interest(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """The headers that tell a censor's box from the origin, each at most MAX_HEADER_VALUE."""
     out: dict[str, str] = {}
     for name in HEADERS_OF_INTEREST:
-        values = resp.headers.getall(name, [])
-        if values:
-            out[name] = ", ".join(values)[:MAX_HEADER_VALUE]
+        kept: list[str] = []
+        size = 0
+        for value in headers.getall(name, []):
+            if size >= MAX_HEADER_VALUE:
+                break
+            kept.append(value[:MAX_HEADER_VALUE])
+            size += len(kept[-1]) + 2
+        if kept:
+            out[name] = ", ".join(kept)[:MAX_HEADER_VALUE]
     return out
 
 
@@ -234,15 +322,23 @@ def _decode(data: bytes, charset: str | None) -> str:
     """Lenient decoding: a block page in a broken encoding must still be readable."""
     try:
         return data.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # unknown charset name
-        return data.decode("utf-8", errors="replace")
+    except (LookupError, ValueError):  # an unknown name, a NUL in it, or a codec (idna,
+        return data.decode("utf-8", errors="replace")  # punycode) that cannot "replace"
 
 
 def _title(text: str) -> str | None:
-    match = _TITLE.search(text)
-    if match is None:
+    """The page's <title>, whitespace folded, at most MAX_TITLE characters.
+
+    Linear in the text: a title that never closes (or closes a megabyte later)
+    is read up to _TITLE_SCAN_CHARS, as a browser's tab would show its start.
+    """
+    opening = _TITLE_OPEN.search(text)
+    if opening is None:
         return None
-    title = " ".join(html.unescape(match.group(1)).split())
+    start = opening.end()
+    closing = _TITLE_CLOSE.search(text, start, start + _TITLE_SCAN_CHARS)
+    end = closing.start() if closing is not None else start + _TITLE_SCAN_CHARS
+    title = " ".join(html.unescape(text[start:end]).split())
     return title[:MAX_TITLE]
 
 
@@ -255,14 +351,26 @@ class _PinnedResolver(AbstractResolver):
     def __init__(self, ctx: StageContext, pinned: list[str]) -> None:
         self._ctx = ctx
         self._known: dict[str, list[str]] = {ctx.target.host: pinned}
+        self._reach = target_reach(ctx)
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         name = host.lower().rstrip(".")
         if name not in self._known:
-            self._known[name] = await resolve_addresses(self._ctx.net, name, self._ctx.deadline)
+            self._known[name] = await self._redirect_addresses(name)
         return [_resolved(name, a, port) for a in self._known[name][:MAX_ATTEMPTS]]
+
+    async def _redirect_addresses(self, name: str) -> list[str]:
+        """A redirect's host, by the vantage's resolver; only addresses within reach."""
+        found = await resolve_addresses(self._ctx.net, name, self._ctx.deadline)
+        usable = [a for a in found if within_reach(a, self._reach)]
+        if not usable:
+            raise StageError(
+                Failure.HTTP_BAD_REDIRECT,
+                f"redirect to {name} ({', '.join(found[:4])}): outside the target's reach",
+            )
+        return usable
 
     async def close(self) -> None:
         return None
