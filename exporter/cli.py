@@ -30,7 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-c", "--config", default="config.yaml", metavar="FILE", help="config file (default: ./config.yaml)"
+        "-c",
+        "--config",
+        default="config.yaml",
+        metavar="FILE",
+        help="config file (default: ./config.yaml)",
     )
 
 
@@ -45,21 +49,41 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="one round of every (target, vantage); exit 0 iff all ok")
     _config_arg(p)
-    p.add_argument("--service", action="append", default=[], metavar="S", help="only this service (repeatable)")
-    p.add_argument("--vantage", action="append", default=[], metavar="V", help="only this vantage (repeatable)")
+    p.add_argument(
+        "--service", action="append", default=[], metavar="S", help="only this service (repeatable)"
+    )
+    p.add_argument(
+        "--vantage", action="append", default=[], metavar="V", help="only this vantage (repeatable)"
+    )
     p.add_argument("--format", choices=("table", "json", "jsonl"), default="table")
-    p.add_argument("--log", metavar="FILE", help="also append every measurement to this JSONL probe log")
-    p.add_argument("--concurrency", type=int, default=64, metavar="N", help="measurements in flight (default 64)")
+    p.add_argument(
+        "--log", metavar="FILE", help="also append every measurement to this JSONL probe log"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="measurements in flight (default 64)",
+    )
 
     p = sub.add_parser("validate", help="check a config and say what is wrong")
     _config_arg(p)
 
     p = sub.add_parser("lab", help="start the built-in censorship lab on loopback")
-    p.add_argument("--dir", default=None, metavar="D", help="where to write config.yaml and expected.json")
-    p.add_argument("--selftest", action="store_true", help="check every lab rule with raw clients and exit")
+    p.add_argument(
+        "--dir", default=None, metavar="D", help="where to write config.yaml and expected.json"
+    )
+    p.add_argument(
+        "--selftest", action="store_true", help="check every lab rule with raw clients and exit"
+    )
 
-    p = sub.add_parser("demo", help="the lab plus `serve` on it: everything visible with no internet")
-    p.add_argument("--dir", default=None, metavar="D", help="lab directory (default: a temporary one)")
+    p = sub.add_parser(
+        "demo", help="the lab plus `serve` on it: everything visible with no internet"
+    )
+    p.add_argument(
+        "--dir", default=None, metavar="D", help="lab directory (default: a temporary one)"
+    )
     p.add_argument("--listen", default="127.0.0.1:9478", metavar="HOST:PORT")
 
     p = sub.add_parser("serve", help="the long-running exporter")
@@ -67,6 +91,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default=":9478", metavar="HOST:PORT")
     p.add_argument("--data-dir", default=None, metavar="D")
     p.add_argument("--web-config", default=None, metavar="FILE")
+    p.add_argument(
+        "--agent",
+        action="store_true",
+        help="also measure on a hub's request (POST /api/v1/measure; docs/agents.md)",
+    )
+    p.add_argument(
+        "--agent-name", default=None, metavar="NAME", help="agent name (default: the host name)"
+    )
 
     p = sub.add_parser("export", help="measurements from the store, streamed")
     p.add_argument("--data-dir", default=None, metavar="D")
@@ -78,8 +110,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv", "ooni"), default="jsonl")
 
     p = sub.add_parser("classify", help="re-classify a JSONL log with today's rules")
-    p.add_argument("file", nargs="?", default="-", metavar="FILE", help="JSONL log (default: stdin)")
-    p.add_argument("-c", "--config", default=None, metavar="FILE", help="config for fingerprints and ratio")
+    p.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="JSONL log (default: stdin)"
+    )
+    p.add_argument(
+        "-c", "--config", default=None, metavar="FILE", help="config for fingerprints and ratio"
+    )
 
     p = sub.add_parser("incidents", help="verdict changes: what was blocked where, how, when")
     p.add_argument("--data-dir", default=None, metavar="D")
@@ -90,7 +126,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--data-dir", default=None, metavar="D")
     p.add_argument("--duration", required=True, metavar="D", help="length of the window, e.g. 1h")
-    p.add_argument("--within", default="72h", metavar="D", help="how far ahead to look (default 72h)")
+    p.add_argument(
+        "--within", default="72h", metavar="D", help="how far ahead to look (default 72h)"
+    )
     p.add_argument("--not-before", default=None, metavar="T")
     p.add_argument("--check", default=None, metavar="T", help="score this proposed start instead")
     p.add_argument("--format", choices=("table", "json"), default="table")

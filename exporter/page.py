@@ -104,6 +104,10 @@ class PageSource(Protocol):
         """The newest ``limit`` ``Result.to_dict()`` records of one (target, vantage)."""
         ...
 
+    async def window(self) -> Mapping[str, Any] | None:
+        """The ``lifeline.window/1`` document for a 1 h window (None when there is none)."""
+        ...
+
 
 # --- verdicts: how each one looks (the single table the page and page.js use) ----
 
@@ -732,6 +736,22 @@ def _timeline_section(
     )
 
 
+def _window_section(window: Mapping[str, Any] | None) -> str:
+    """The least harmful maintenance window for the watched regions (`lifeline window`)."""
+    windows = (window or {}).get("windows") or []
+    if not windows or not isinstance(windows[0], Mapping):
+        return ""
+    best = windows[0]
+    lines = "".join(f"<li>{_e(str(line))}</li>" for line in (best.get("explanation") or [])[:6])
+    return (
+        '<section aria-labelledby="h-window"><h2 id="h-window">Least harmful maintenance '
+        "window</h2><p>If a service must go down for an hour in the next 72 hours, this hour "
+        "hurts the watched regions least (people asleep, fewest other channels lost): "
+        f'<a href="/api/v1/window">all candidates</a>.</p><ul class="window">{lines}</ul>'
+        "</section>"
+    )
+
+
 def _legend() -> str:
     """The verdict table, shown as the legend; page.js reads labels, glyphs and ranks from it."""
     items = "".join(
@@ -771,6 +791,7 @@ def render_page(
     poll_s: float = _DEFAULT_POLL_S,
     only_problems: bool = False,
     static_v: str = "1",
+    window: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole status page as HTML: a pure function of the status document and the timeline.
 
@@ -821,6 +842,7 @@ def render_page(
         + _overview(board, changes, now)
         + _matrix(board, now, services)
         + _recent_changes(changes, now)
+        + _window_section(window)
         + _timeline_section(board, tl, services, hours, now)
         + _legend()
         + "</main></body></html>\n"
@@ -1194,6 +1216,7 @@ class _Handlers:
             poll_s=self.poll_s,
             only_problems=request.query.get("only") == "problems",
             static_v=self.static_files.version,
+            window=await self.source.window(),
         )
         return self._html(page)
 

@@ -14,8 +14,9 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class ServeOptions:
     listen: str = ":9478"
     data_dir: str | None = None
     web: WebConfig = field(default_factory=WebConfig)
+    agent: str | None = None  # agent mode (`--agent`): the name it answers hubs with
 
 
 def parse_listen(text: str) -> tuple[str | None, int]:
@@ -101,6 +103,36 @@ class _PageSource:
         mine = [r for r in records if r.get("target") == target]
         return mine[-limit:][::-1]  # newest first
 
+    async def window(self) -> Mapping[str, Any] | None:
+        return await window_for(self._monitor, {})
+
+
+async def window_for(monitor: Monitor, query: Mapping[str, str]) -> dict[str, Any]:
+    """The window document for the current verdicts and the store's timeline (400 on bad input)."""
+    from exporter.window import parse_when
+    from exporter.windowcmd import change_dicts, window_document
+
+    try:
+        duration = timedelta(seconds=parse_duration(query.get("duration", "1h")))
+        within = timedelta(seconds=parse_duration(query.get("within", "72h")))
+        not_before = parse_when(query["not_before"]) if query.get("not_before") else None
+        check = parse_when(query["check"]) if query.get("check") else None
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    store = monitor.store
+    changes = [] if store is None else change_dicts(await store.changes())
+    current = list(status_document(monitor.board).get("results") or [])
+    return window_document(
+        monitor.config,
+        current,
+        changes,
+        duration=duration,
+        now=datetime.now(UTC),
+        within=within,
+        not_before=not_before,
+        check=check,
+    )
+
 
 def _add_status_page(app: web.Application, monitor: Monitor) -> None:
     from exporter.page import add_page_routes
@@ -114,18 +146,33 @@ def _add_status_page(app: web.Application, monitor: Monitor) -> None:
 class Server:
     """The HTTP side of `serve`: routes, auth, reload."""
 
-    def __init__(self, monitor: Monitor, *, config_path: str | None, web_config: WebConfig) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        *,
+        config_path: str | None,
+        web_config: WebConfig,
+        agent: str | None = None,
+    ) -> None:
+        from exporter.agent import AgentCollector
+
         self.monitor = monitor
         self.config_path = config_path
         self.web_config = web_config
+        self.agent = agent
         self._reload_lock = asyncio.Lock()
         self._registry = registry_for(monitor.board)
+        self._registry.register(AgentCollector(monitor))  # hub: its agents' clocks
         self.background: set[asyncio.Task[list[str]]] = set()  # reloads started by SIGHUP
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.add_routes(self._routes())
         _add_status_page(app, self.monitor)
+        if self.agent is not None:  # docs/agents.md: POST /api/v1/measure for hubs
+            from exporter.agent import AgentIdentity, add_agent_routes
+
+            add_agent_routes(app, self.monitor, AgentIdentity(self.agent))
         return app
 
     def _routes(self) -> list[web.RouteDef]:
@@ -134,6 +181,7 @@ class Server:
             web.get("/probe", self._probe),
             web.get("/api/v1/status", self._status),
             web.get("/api/v1/measurements", self._measurements),
+            web.get("/api/v1/window", self._window),
             web.get("/-/healthy", self._healthy),
             web.get("/-/ready", self._ready),
             web.post("/-/reload", self._reload),
@@ -159,7 +207,7 @@ class Server:
         url = request.query.get("target", "").strip()
         if not url:
             raise _bad("the target parameter is required")
-        service, target = _admitted(config, url)
+        service, target = admitted_target(config, url)
         name = request.query.get("vantage") or _default_vantage(config).name
         vantage = config.vantage(name)
         if vantage is None:
@@ -173,6 +221,10 @@ class Server:
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(status_document(self.monitor.board))
+
+    async def _window(self, request: web.Request) -> web.Response:
+        """`lifeline window` on the live verdicts: ?duration=1h&within=72h&not_before=T&check=T."""
+        return web.json_response(await window_for(self.monitor, request.query))
 
     async def _measurements(self, request: web.Request) -> web.StreamResponse:
         q = request.query
@@ -279,7 +331,7 @@ def _bad(text: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=text + "\n")
 
 
-def _admitted(config: Config, url: str) -> tuple[str, Target]:
+def admitted_target(config: Config, url: str) -> tuple[str, Target]:
     """The (service, target) a /probe URL may measure; anything else is a 400.
 
     Configured targets match exactly; `probe.allow` globs admit others. This
@@ -351,7 +403,7 @@ async def serve(
         return EXIT_FAILED
     log = ProbeLog(data_dir)
     monitor = Monitor(config, store=store, log=log)
-    server = Server(monitor, config_path=config.path, web_config=options.web)
+    server = Server(monitor, config_path=config.path, web_config=options.web, agent=options.agent)
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=config.defaults.timeout)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -416,7 +468,12 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions | None:
     except ValueError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return None
-    return ServeOptions(listen=args.listen, data_dir=args.data_dir, web=web_config)
+    agent = None
+    if getattr(args, "agent", False):
+        import socket
+
+        agent = args.agent_name or socket.gethostname()
+    return ServeOptions(listen=args.listen, data_dir=args.data_dir, web=web_config, agent=agent)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from exporter.window import (
     region_states,
     render_table,
     score_window,
+    to_json,
 )
 from probes.config import parse_duration
 from probes.model import Config
 
-__all__ = ["history", "run_window", "scores_for"]
+__all__ = ["change_dicts", "history", "run_window", "scores_for", "window_document"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -38,22 +40,25 @@ def history(
 
     store = Store(directory, retention_s=config.storage.retention)
     try:
-        current = store.current()
-        changes = [
-            {
-                "service": c.service,
-                "target": c.target,
-                "vantage": c.vantage,
-                "verdict": c.verdict,
-                "previous": c.previous,
-                "since": c.since,
-                "until": c.until,
-            }
-            for c in store.changes()
-        ]
+        return store.current(), change_dicts(store.changes())
     finally:
         store.close()
-    return current, changes
+
+
+def change_dicts(changes: Iterable[Any]) -> list[dict[str, Any]]:
+    """Verdict changes (exporter.store.VerdictChange) as the plain dicts region_states reads."""
+    return [
+        {
+            "service": c.service,
+            "target": c.target,
+            "vantage": c.vantage,
+            "verdict": c.verdict,
+            "previous": c.previous,
+            "since": c.since,
+            "until": c.until,
+        }
+        for c in changes
+    ]
 
 
 def scores_for(
@@ -77,6 +82,31 @@ def scores_for(
         not_before=not_before,
         activity=config.window_activity,
     )
+
+
+def window_document(
+    config: Config,
+    current: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    *,
+    duration: timedelta,
+    now: datetime,
+    within: timedelta = timedelta(hours=72),
+    not_before: datetime | None = None,
+    check: datetime | None = None,
+) -> dict[str, Any]:
+    """The JSON answer (`window --format json`, `/api/v1/window`): pure, for a given clock."""
+    regions = region_states(current, changes, config.vantages, now=now)
+    scores = scores_for(
+        config,
+        regions,
+        duration=duration,
+        now=now,
+        within=within,
+        not_before=not_before,
+        check=check,
+    )
+    return to_json(scores, regions)
 
 
 def run_window(args: argparse.Namespace) -> int:
@@ -110,8 +140,6 @@ def run_window(args: argparse.Namespace) -> int:
         check=check,
     )
     if args.format == "json":
-        from exporter.window import to_json
-
         print(json.dumps(to_json(scores, regions), indent=2))
     else:
         sys.stdout.write(render_table(scores, regions))

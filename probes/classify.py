@@ -9,7 +9,8 @@ log can be re-classified later with today's rules.
 The rules run top to bottom in the order of the contract; the first that
 applies decides:
 
-1. ``vantage_down``: every canary of this vantage failed, and so did this target.
+1. ``vantage_down``: every canary of this vantage failed, and so did this target;
+   or the vantage's remote agent did not answer (nothing was observed there).
 2. fingerprints: a known injected DNS answer -> ``dns_blocked``; a known block
    page, censor header, redirect to a block page or HTTP 451 ->
    ``http_blocked``. They decide without a control (unless the control sees
@@ -42,7 +43,11 @@ from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.records import DNSStage, HTTPStage, Measurement, Verdict
 
-__all__ = ["Judgement", "classify"]
+__all__ = ["AGENT_UNREACHABLE", "Judgement", "classify"]
+
+#: Prefix of ``Measurement.error`` when the vantage's remote agent did not answer
+#: (probes/remote.py): no observation was made, and the vantage is down.
+AGENT_UNREACHABLE = "agent_unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +224,23 @@ def _usable_control(
 
 
 # --- 1. vantage_down -------------------------------------------------------------
+
+
+def _agent_down(case: _Case) -> Judgement | None:
+    """The vantage's agent did not answer: the vantage is down, whatever the target.
+
+    Its canaries fail the same way, so this is the canary rule seen from the
+    hub; naming the agent tells the responder where to look.
+    """
+    error = case.obs.error
+    if error is None or not error.startswith(AGENT_UNREACHABLE + ":"):
+        return None
+    detail = _clean(error.removeprefix(AGENT_UNREACHABLE + ":").strip())
+    return Judgement(
+        Verdict.VANTAGE_DOWN,
+        f"The remote agent of this vantage did not answer ({detail}), "
+        "so the vantage is down: nothing was measured there.",
+    )
 
 
 def _vantage_down(case: _Case) -> Judgement | None:
@@ -614,6 +636,7 @@ def _note(case: _Case) -> str:
 
 
 _RULES: tuple[Callable[[_Case], Judgement | None], ...] = (
+    _agent_down,
     _vantage_down,
     _dns_fingerprint,
     _http_fingerprint,

@@ -34,6 +34,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from probes.model import (
     CANARY_SERVICE,
+    Agent,
     Config,
     Defaults,
     Fingerprints,
@@ -74,7 +75,12 @@ _TOP_KEYS = (
     "storage", "probe", "fingerprints", "window",
 )  # fmt: skip
 _DEFAULTS_KEYS = ("interval", "timeout", "ca_file", "throttle_ratio", "max_body_bytes")
-_VANTAGE_KEYS = ("name", "control", "resolver", "proxy", "source_address", "country", "timezone")
+_VANTAGE_KEYS = (
+    "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
+)  # fmt: skip
+_AGENT_KEYS = ("url", "vantage", "username", "password", "ca_file")
+#: What a vantage measured by a remote agent cannot have: the agent's own config has them.
+_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address")
 _SERVICE_KEYS = ("name", "targets")
 _TARGET_KEYS = ("url", "expect_status", "throughput")
 _STORAGE_KEYS = ("dir", "retention")
@@ -670,8 +676,16 @@ def _read_vantage(r: _Reader, node: Node, path: str) -> Vantage | None:
         return None
     ok = True
     name = _required(r, fields, "name", path, node, _read_name)
-    resolver = _required(r, fields, "resolver", path, node, _read_resolver)
     values: dict[str, object] = {}
+    agent_node = fields.get("agent")
+    if _is_null(agent_node):
+        resolver = _required(r, fields, "resolver", path, node, _read_resolver)
+    else:  # measured by a remote agent: no resolver or path here
+        assert agent_node is not None
+        agent = _read_agent(r, agent_node, f"{path}.agent", name or "")
+        ok = _no_local_path(r, fields, path) and agent is not None
+        resolver = None if agent is None else ResolverSpec(kind="agent", url=agent.url)
+        values["agent"] = agent
     for key, read in (
         ("control", lambda n, p: r.boolean(n, p)),
         ("proxy", lambda n, p: _read_proxy(r, n, p)),
@@ -685,6 +699,91 @@ def _read_vantage(r: _Reader, node: Node, path: str) -> Vantage | None:
     if not ok or name is None or resolver is None:
         return None
     return Vantage(name=name, resolver=resolver, **values)  # type: ignore[arg-type]
+
+
+def _no_local_path(r: _Reader, fields: dict[str, Node], path: str) -> bool:
+    """A vantage measured by an agent has no resolver or path of its own here."""
+    clash = [key for key in _LOCAL_PATH_KEYS if not _is_null(fields.get(key))]
+    for key in clash:
+        r.error(
+            f"{path}.{key}",
+            "cannot be combined with agent: the agent's own config says how its vantage "
+            "resolves and connects",
+            fields[key],
+        )
+    return not clash
+
+
+def _read_agent(r: _Reader, node: Node, path: str, vantage: str) -> Agent | None:
+    """``agent: URL`` or ``agent: {url, vantage, username, password, ca_file}``.
+
+    The URL's host must be an IP address (never the system resolver), and it
+    carries no credentials: they go in username/password, where ``${NAME}``
+    keeps the password out of the file. ``vantage`` defaults to this vantage's name.
+    """
+    if isinstance(node, MappingNode):
+        fields = r.mapping(node, path, _AGENT_KEYS)
+        if fields is None:
+            return None
+    else:
+        fields = {"url": node}
+    url = _required(r, fields, "url", path, node, _read_agent_url)
+    texts: dict[str, str | None] = {}
+    ok = url is not None
+    for key in ("vantage", "username", "password"):
+        if not _is_null(fields.get(key)):
+            read = _read_name if key == "vantage" else _read_plain_text
+            texts[key] = read(r, fields[key], f"{path}.{key}")
+            ok = ok and texts[key] is not None
+    if texts.get("password") is not None and texts.get("username") is None:
+        r.error(f"{path}.password", "needs a username as well", fields["password"])
+        ok = False
+    ca_file = None
+    if not _is_null(fields.get("ca_file")):
+        ca_file = _read_ca_file(r, fields["ca_file"], f"{path}.ca_file")
+        ok = ok and ca_file is not None
+    if not ok or url is None:
+        return None
+    return Agent(
+        url=url,
+        vantage=texts.get("vantage") or vantage,
+        username=texts.get("username"),
+        password=texts.get("password"),
+        ca_file=ca_file,
+    )
+
+
+def _read_plain_text(r: _Reader, node: Node, path: str) -> str | None:
+    text = r.text(node, path)
+    return None if text is None else text.value
+
+
+def _read_agent_url(r: _Reader, node: Node, path: str) -> str | None:
+    """http(s)://IP[:port][/prefix] with no credentials, query or fragment."""
+    text = r.text(node, path)
+    if text is None:
+        return None
+    url = text.value.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    netloc, _, _prefix = rest.partition("/")
+    problem = None
+    if not sep or scheme.lower() not in ("http", "https"):
+        problem = "must be http://IP:port or https://IP:port (the agent's address)"
+    elif "@" in netloc or "?" in rest or "#" in rest:
+        problem = "an agent URL has no credentials, query or fragment: use username and password"
+    else:
+        split = _host_port(netloc)
+        if isinstance(split, str):
+            problem = split
+        elif _ip(split[0]) is None:
+            problem = (
+                "the agent's host must be an IP address: lifeline never asks the system "
+                "resolver where an agent is"
+            )
+    if problem:
+        r.error(path, f"{_redact_userinfo(text.shown)}: {problem}", node)
+        return None
+    return scheme.lower() + "://" + rest
 
 
 def _required(

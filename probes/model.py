@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "CANARY_SERVICE",
+    "Agent",
     "Config",
     "Defaults",
     "Fingerprints",
@@ -144,6 +145,7 @@ class ResolverSpec:
     """How a vantage resolves names.
 
     kind: "system" | "udp" (UDP, TCP on truncation) | "tcp" | "tls" (DoT) | "https" (DoH)
+    | "agent" (the vantage's remote agent resolves; ``url`` is the agent's URL)
     """
 
     kind: str
@@ -154,7 +156,7 @@ class ResolverSpec:
     def __str__(self) -> str:
         if self.kind == "system":
             return "system"
-        if self.kind == "https":
+        if self.kind in ("https", "agent"):
             return self.url
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.kind}://{host}:{self.port}"
@@ -178,6 +180,21 @@ class Proxy:
 
 
 @dataclass(frozen=True, slots=True)
+class Agent:
+    """A remote lifeline (`serve --agent`) that measures a vantage from where it runs.
+
+    ``url`` is the agent's base URL (http or https, host an IP literal);
+    ``vantage`` the vantage's name in the agent's own config.
+    """
+
+    url: str
+    vantage: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Vantage:
     name: str
     resolver: ResolverSpec
@@ -186,6 +203,7 @@ class Vantage:
     source_address: str | None = None
     country: str | None = None
     timezone: str | None = None
+    agent: Agent | None = None  # measured by a remote agent (docs/agents.md), not from here
 
 
 @dataclass(frozen=True, slots=True)

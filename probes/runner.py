@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from probes import __version__
 from probes.classify import classify
@@ -19,6 +19,7 @@ from probes.measure import measure
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.net import VantageNet
 from probes.records import Measurement, Result
+from probes.remote import RemoteAgents
 
 __all__ = ["Job", "Observations", "Runner", "jobs_for", "judge"]
 
@@ -35,10 +36,12 @@ class Job:
     service: str
     target: Target
     vantage: Vantage
+    #: (service, target URL, vantage name), made once: the scheduler asks for it
+    #: several times per measurement, for every job of the config.
+    key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.service, self.target.url, self.vantage.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.service, self.target.url, self.vantage.name))
 
 
 def jobs_for(
@@ -146,6 +149,9 @@ class Runner:
         self._all = asyncio.Semaphore(concurrency)
         self._per_vantage = per_vantage
         self._vantage_sem: dict[str, asyncio.Semaphore] = {}
+        self._timeout = config.defaults.timeout
+        self._max_body = config.defaults.max_body_bytes
+        self._agents = RemoteAgents(per_agent=per_vantage)  # vantages with `agent:`
 
     def _net(self, vantage: Vantage) -> VantageNet:
         net = self._nets.get(vantage.name)
@@ -154,17 +160,28 @@ class Runner:
             self._nets[vantage.name] = net
         return net
 
+    def _bound(self, vantage: str) -> asyncio.Semaphore:
+        """The vantage's own bound, made once (not one throw-away Semaphore per call)."""
+        sem = self._vantage_sem.get(vantage)
+        if sem is None:
+            sem = self._vantage_sem[vantage] = asyncio.Semaphore(self._per_vantage)
+        return sem
+
     async def measure(self, job: Job) -> Measurement:
         """One measurement, within the global and per-vantage bounds."""
-        sem = self._vantage_sem.setdefault(job.vantage.name, asyncio.Semaphore(self._per_vantage))
-        d = self.config.defaults
-        async with self._all, sem:
+        vantage = job.vantage
+        async with self._all, self._bound(vantage.name):
+            if vantage.agent is not None:  # measured by a remote agent (docs/agents.md)
+                return await self._agents.measure(
+                    job.target, vantage, timeout=self._timeout,
+                    max_body_bytes=self._max_body, service=job.service,
+                )  # fmt: skip
             return await measure(
                 job.target,
-                job.vantage,
-                self._net(job.vantage),
-                timeout=d.timeout,
-                max_body_bytes=d.max_body_bytes,
+                vantage,
+                self._net(vantage),
+                timeout=self._timeout,
+                max_body_bytes=self._max_body,
                 service=job.service,
                 stop_addresses=self._stop,
             )
@@ -196,9 +213,7 @@ class Runner:
         observations = Observations(measurements)
         wanted = set(vantages)
         return [
-            self.judge(m, observations)
-            for m in measurements
-            if not wanted or m.vantage in wanted
+            self.judge(m, observations) for m in measurements if not wanted or m.vantage in wanted
         ]
 
     def judge(self, obs: Measurement, observations: Observations) -> Result:
@@ -212,6 +227,7 @@ class Runner:
         )
 
     async def aclose(self) -> None:
+        await self._agents.aclose()
         nets, self._nets = list(self._nets.values()), {}
         for net in nets:
             await net.aclose()

@@ -434,6 +434,14 @@ INVALID: dict[str, list[str]] = {
     ],
     "window-length": ["window.activity: needs 24 numbers (hours 0 to 23), not 3 (line 11)"],
     "window-negative": ["window.activity[23]: must be a non-negative number (line 11)"],
+    "agent-with-resolver": [
+        "vantages[0].resolver: cannot be combined with agent: the agent's own config says how "
+        "its vantage resolves and connects (line 5)"
+    ],
+    "agent-url-hostname": [
+        "vantages[0].agent.url: 'https://agent.example.test:9479': the agent's host must be an "
+        "IP address: lifeline never asks the system resolver where an agent is (line 5)"
+    ],
 }
 
 
@@ -480,7 +488,7 @@ services:
         "vantages[0].resolver: 'resolver.example': not an IP address: name a resolver by its "
         "address, since lifeline never asks the system resolver where a resolver is (line 6)",
         "vantages[0].colour: unknown key (known: name, control, resolver, proxy, source_address, "
-        "country, timezone) (line 7)",
+        "country, timezone, agent) (line 7)",
         "services[0].targets[0]: unsupported scheme 'gopher' in 'gopher://example.test/': use "
         "one of https://, http://, tls://, tcp://, dns:// (line 10)",
     ]
@@ -671,7 +679,9 @@ def _section(keys: list[str]) -> st.SearchStrategy[dict[str, object]]:
     return st.dictionaries(st.sampled_from([*keys, "stray"]), _values, max_size=len(keys) + 1)
 
 
-_VANTAGE = ["name", "control", "resolver", "proxy", "source_address", "country", "timezone"]
+_VANTAGE = [
+    "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
+]  # fmt: skip
 _TARGET = ["url", "expect_status", "throughput"]
 _shaped = st.fixed_dictionaries(
     {},

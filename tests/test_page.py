@@ -3,6 +3,7 @@ and served by a small aiohttp app with a fake PageSource (no store, no probes)."
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.page import add_page_routes, render_page, render_target_page, summary_text, timeline
 from exporter.store import VerdictChange
+from exporter.window import RegionState, rank_windows, to_json
 from probes.records import Verdict
 
 NOW = datetime(2026, 11, 21, 1, 30, tzinfo=UTC)
@@ -738,6 +740,15 @@ def test_drill_down_shows_stage_evidence_against_the_control() -> None:
 # --- served by aiohttp with a fake source ---------------------------------------------------
 
 
+_REGION = RegionState(
+    "censored", "Asia/Tehran", "IR", blocked=3, total=4, shutdown_recent=False, recent_changes=1
+)
+#: A real `lifeline window` document for one region in trouble.
+WINDOW_DOC = to_json(
+    rank_windows([_REGION], duration=timedelta(hours=1), now=NOW, top=3), [_REGION]
+)
+
+
 class FakeSource:
     """A PageSource over in-memory data; tests change ``results`` to simulate news."""
 
@@ -772,6 +783,9 @@ class FakeSource:
             if (r["service"], r["target"], r["vantage"]) == (service, target, vantage)
         ]
         return mine[-limit:]
+
+    async def window(self) -> dict[str, Any] | None:
+        return WINDOW_DOC
 
 
 Client = TestClient[Any, Any]
@@ -859,6 +873,18 @@ async def test_served_page_assets_and_apis(
     r = await client.get("/api/v1/summary.txt")
     assert r.content_type == "text/plain"
     assert "twitter: dns_blocked at censored (IR) since" in await r.text()
+
+
+async def test_page_shows_the_least_harmful_maintenance_window(
+    served: tuple[Client, FakeSource],
+) -> None:
+    client, _ = served
+    page = await (await client.get("/")).text()
+    section = page[page.index('id="h-window"') :]
+    best = WINDOW_DOC["windows"][0]
+    assert "Least harmful maintenance window" in page
+    assert html.escape(best["explanation"][0]) in section
+    assert "Asia/Tehran" in section and " UTC = " in section
 
 
 # --- scale -------------------------------------------------------------------------------------
