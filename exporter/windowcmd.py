@@ -24,7 +24,7 @@ from exporter.window import (
 from probes.config import parse_duration
 from probes.model import Config
 
-__all__ = ["change_dicts", "history", "run_window", "scores_for", "window_document"]
+__all__ = ["change_dicts", "evaluate", "history", "run_window", "window_document"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -61,30 +61,7 @@ def change_dicts(changes: Iterable[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def scores_for(
-    config: Config,
-    regions: list[RegionState],
-    *,
-    duration: timedelta,
-    now: datetime,
-    within: timedelta = timedelta(hours=72),
-    not_before: datetime | None = None,
-    check: datetime | None = None,
-) -> list[WindowScore]:
-    """Score one proposed window (`check`) or rank the candidates: shared by the CLI and the API."""
-    if check is not None:
-        return [score_window(regions, check, duration, activity=config.window_activity)]
-    return rank_windows(
-        regions,
-        duration=duration,
-        now=now,
-        within=within,
-        not_before=not_before,
-        activity=config.window_activity,
-    )
-
-
-def window_document(
+def evaluate(
     config: Config,
     current: list[dict[str, Any]],
     changes: list[dict[str, Any]],
@@ -94,18 +71,31 @@ def window_document(
     within: timedelta = timedelta(hours=72),
     not_before: datetime | None = None,
     check: datetime | None = None,
-) -> dict[str, Any]:
-    """The JSON answer (`window --format json`, `/api/v1/window`): pure, for a given clock."""
+) -> tuple[list[RegionState], list[WindowScore]]:
+    """The watched regions, and one proposed window scored (`check`) or the best ranked."""
     regions = region_states(current, changes, config.vantages, now=now)
-    scores = scores_for(
-        config,
+    activity = config.window_activity
+    if check is not None:
+        return regions, [score_window(regions, check, duration, activity=activity)]
+    scores = rank_windows(
         regions,
         duration=duration,
         now=now,
         within=within,
         not_before=not_before,
-        check=check,
+        activity=activity,
     )
+    return regions, scores
+
+
+def window_document(
+    config: Config,
+    current: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    **options: Any,
+) -> dict[str, Any]:
+    """The JSON answer of `window --format json` and `/api/v1/window` (options of evaluate)."""
+    regions, scores = evaluate(config, current, changes, **options)
     return to_json(scores, regions)
 
 
@@ -122,23 +112,22 @@ def run_window(args: argparse.Namespace) -> int:
         print(f"lifeline: window: {exc}", file=sys.stderr)
         return EXIT_USAGE
     current, changes = history(config, args.data_dir)
-    now = datetime.now(UTC)
-    regions = region_states(current, changes, config.vantages, now=now)
+    regions, scores = evaluate(
+        config,
+        current,
+        changes,
+        duration=duration,
+        now=datetime.now(UTC),
+        within=within,
+        not_before=not_before,
+        check=check,
+    )
     if not regions:
         print(
             "lifeline: window: no watched regions: give non-control vantages a `timezone`",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    scores = scores_for(
-        config,
-        regions,
-        duration=duration,
-        now=now,
-        within=within,
-        not_before=not_before,
-        check=check,
-    )
     if args.format == "json":
         print(json.dumps(to_json(scores, regions), indent=2))
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import yaml
 from exporter.store import Store
 from probes.lab import LabThread
 from probes.records import DNSStage, Measurement, Result, Verdict
-from tests.test_serve import Served, fast_config, http, ready, start_serve, stop, wait_for
+from tests.test_serve import Served, http
+from tests.test_serve import served as served  # the module's own `serve` on the lab
 
 CONFIG = """\
 version: 1
@@ -103,17 +103,6 @@ def test_ranking_prints_utc_and_local_times(config: Path, tmp_path: Path) -> Non
 def test_bad_duration_is_a_usage_error(config: Path) -> None:
     proc = _window(config, "--duration", "soon")
     assert proc.returncode == 2 and "soon" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def served(lab: LabThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    work = tmp_path_factory.mktemp("serve-window")
-    s = start_serve(fast_config(lab.config_path, work), work / "data")
-    try:
-        wait_for("the first full round", lambda: ready(s))
-        yield s
-    finally:
-        assert stop(s.proc) == 0, s.err.read_text()
 
 
 def test_window_api_and_page_on_serve(served: Served, lab: LabThread) -> None:

@@ -25,14 +25,12 @@ import os
 import socket
 import ssl
 import struct
-import threading
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Any, cast
 
 import dns.exception
@@ -49,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from probes.failures import Failure
+from probes.lab.background import BackgroundService
 from probes.lab.netutil import BLACKHOLE_S, StreamServer, bind_same_port, hold
 from probes.lab.safety import is_lab_address, lab_address
 from probes.model import Vantage
@@ -950,54 +949,14 @@ class RecordingNet(VantageNet):
         return await super().dial(address, port, budget)
 
 
-class HostileThread:
+class HostileThread(BackgroundService[HostileCorpus]):
     """A :class:`HostileCorpus` on its own event loop in a background thread."""
 
     def __init__(self, directory: Path) -> None:
-        self.corpus = HostileCorpus(directory)
+        super().__init__(HostileCorpus(directory), name="lifeline-hostile")
+        self.corpus = self.service
         self.config_path = self.corpus.directory / "hostile.yaml"
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
-    def __enter__(self) -> HostileThread:
-        self._thread = threading.Thread(target=self._run, name="lifeline-hostile", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(60):
-            raise TimeoutError("the hostile corpus did not start")
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError("the hostile corpus failed to start") from self._error
+    def start(self, timeout: float = 60.0) -> None:
+        super().start(timeout)
         self.corpus.write_config()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(30)
-        self._thread = None
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        try:
-            await self.corpus.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.corpus.stop()

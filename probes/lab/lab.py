@@ -12,16 +12,15 @@ import contextlib
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
 from probes.lab.admin import admin_app
+from probes.lab.background import BackgroundService
 from probes.lab.ca import LabCA
 from probes.lab.configfile import (
     Endpoints,
@@ -246,7 +245,7 @@ class Lab:
         self.admin_url = f"http://{_HOST}:{port}"
 
 
-class LabThread:
+class LabThread(BackgroundService[Lab]):
     """A :class:`Lab` running on its own event loop in a background thread.
 
     Use it as a context manager. Attribute reads are plain; rule changes are
@@ -254,71 +253,8 @@ class LabThread:
     """
 
     def __init__(self, directory: Path, *, with_control: bool = True) -> None:
-        self.lab = Lab(directory, with_control=with_control)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def __enter__(self) -> LabThread:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self, timeout: float = 30.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="lifeline-lab", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the lab did not start")
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError("the lab failed to start") from self._error
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the lab (every task cancelled, every socket closed) and join the thread."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError("the lab thread did not stop")
-        self._thread = None
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        try:
-            await self.lab.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.lab.stop()
-
-    def call(self, function: Callable[..., _T], *args: Any) -> _T:
-        """Run ``function(*args)`` on the lab's loop and return its result."""
-        if self._loop is None:
-            raise RuntimeError("the lab is not running")
-
-        async def invoke() -> _T:
-            return function(*args)
-
-        future: Future[_T] = asyncio.run_coroutine_threadsafe(invoke(), self._loop)
-        return future.result(timeout=30)
+        super().__init__(Lab(directory, with_control=with_control), name="lifeline-lab")
+        self.lab = self.service
 
     # --- the Lab's surface -------------------------------------------------------
 
