@@ -2,10 +2,11 @@
 FROM python:3.11-slim
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY probes ./probes
 COPY exporter ./exporter
-RUN pip install --no-cache-dir . && rm -rf /src
+# The tested, audited versions only (constraints.txt; CI runs pip-audit on it).
+RUN pip install --no-cache-dir -c constraints.txt . && rm -rf /src
 
 # Never run as root: the exporter needs no privileges.
 RUN useradd --system --uid 10001 --home-dir /var/lib/lifeline --create-home lifeline

@@ -8,7 +8,8 @@ gzipped (``.jsonl.gz``) when ``gzip_rotated`` is set, in a background thread
 so that the writer (the event loop) does not wait for it.
 
 A line is written whole: the encoded line goes to the kernel in one
-``os.write`` on an ``O_APPEND`` descriptor, so concurrent writers never
+``os.write`` on an ``O_APPEND`` descriptor (a second one only after a short
+write, to learn why the disk refused the rest), so concurrent writers never
 interleave and a crash leaves at most a torn last line. A write that lands
 only partly (disk full) is cut back off the file. Readers skip a torn last
 line anyway (:func:`read_records`).
@@ -63,17 +64,22 @@ def encode_line(record: dict[str, Any]) -> bytes:
 def _write_whole(fd: int, data: bytes) -> None:
     """Append ``data`` in one write; if only part of it landed, cut that part off again.
 
-    Raises OSError when the line could not be written whole.
+    A short write (the disk's last free block took part of the line) is
+    followed by one for the rest: on a full disk that one fails, and its
+    error names the real cause (ENOSPC, EFBIG) for the operator. Raises
+    OSError when the line could not be written whole.
     """
     size_before = os.fstat(fd).st_size
+    rest = memoryview(data)
     try:
-        written = os.write(fd, data)
+        while rest:
+            written = os.write(fd, rest)
+            if written == 0:  # not seen for regular files; but never loop on it
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            rest = rest[written:]
     except OSError:
         _cut_back(fd, size_before)
         raise
-    if written != len(data):
-        _cut_back(fd, size_before)
-        raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
 
 
 def _cut_back(fd: int, size: int) -> None:

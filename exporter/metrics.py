@@ -82,6 +82,11 @@ def _self_metrics(board: Board) -> Iterator[GaugeMetricFamily | CounterMetricFam
         value=board.reload_time,
     )
     yield GaugeMetricFamily(
+        "lifeline_tasks",
+        "asyncio tasks alive in serve's event loop (flat over time when nothing leaks).",
+        value=board.tasks(),
+    )
+    yield GaugeMetricFamily(
         "lifeline_ready",
         "1 once every target has been measured from every vantage at least once.",
         value=1 if board.ready else 0,

@@ -142,6 +142,12 @@ class SchedulePolicy:
         out: list[tuple[Slot, tuple[Job, ...]]] = []
         for slot in self.slots:
             at = self._next[slot.key]
+            if at > now + self.interval:
+                # only a clock that went backwards puts a slot more than one interval
+                # ahead: keep its place in the cycle rather than stall until the clock
+                # catches up again
+                ahead = math.floor((at - now) / self.interval)
+                at = self._next[slot.key] = at - ahead * self.interval
             if at > now:
                 continue
             missed = math.floor((now - at) / self.interval)  # rounds that passed entirely
@@ -253,6 +259,7 @@ class Board:
     skipped: int = 0
     store_failures: int = 0
     log_failures: Callable[[], int] = lambda: 0
+    tasks: Callable[[], int] = lambda: 0  # asyncio tasks alive in serve's event loop
     reload_ok: bool = True
     reload_time: float = field(default_factory=time.time)
     ready: bool = False
@@ -389,6 +396,7 @@ class Monitor:
         self._loop_task: asyncio.Task[None] | None = None
         self._slots: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._store_failing = False  # warn once per run of failed store writes, not per batch
 
     @property
     def config(self) -> Config:
@@ -419,6 +427,8 @@ class Monitor:
             except Exception as exc:  # a damaged store must not keep the exporter down
                 _warn(f"could not restore verdicts from the store: {exc}")
         self._confirm = Confirmation({k: e.verdict for k, e in self.board.entries.items()})
+        loop = asyncio.get_running_loop()
+        self.board.tasks = lambda: len(asyncio.all_tasks(loop))
         self._loop_task = asyncio.create_task(self._loop(), name="lifeline-scheduler")
 
     async def _loop(self) -> None:
@@ -508,9 +518,21 @@ class Monitor:
         if self._store is not None and results:
             try:
                 await self._store.add(results)
-            except Exception as exc:  # counted and shown; measuring goes on
+            except Exception as exc:  # counted and shown once per run; measuring goes on
                 self.board.store_failures += 1
-                _warn(f"store write failed: {exc}")
+                if not self._store_failing:
+                    self._store_failing = True
+                    _warn(
+                        f"store write failed: {exc}; measuring goes on, failed batches are "
+                        "counted (lifeline_store_write_failures_total), their records still "
+                        "go to the probe log"
+                    )
+                return
+            if self._store_failing:
+                self._store_failing = False
+                _warn(
+                    f"store writes work again ({self.board.store_failures} batches failed so far)"
+                )
 
     async def probe(self, target: Target, vantage: Vantage, service: str) -> Result:
         """One measurement now (for /probe), judged with the latest scheduled control and canaries.

@@ -29,6 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +184,9 @@ class Store:
             db.execute("PRAGMA synchronous = NORMAL")
             self._migrate(db)
             db.execute("SELECT count(*) FROM latest").fetchone()
+        except sqlite3.OperationalError as exc:
+            db.close()
+            raise self._unusable(exc) from exc
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(
@@ -193,6 +197,29 @@ class Store:
             db.close()
             raise
         return db
+
+    def _unusable(self, exc: sqlite3.OperationalError) -> StoreError:
+        """The StoreError for an operational failure: a lock held elsewhere, or the file system."""
+        if _is_locked(exc):
+            return StoreError(
+                f"{self.path}: the store is locked by another process (another lifeline on "
+                "this data directory, or a tool holding a write transaction); nothing was "
+                "changed. Stop that process, or give this one its own data directory."
+            )
+        return StoreError(f"{self.path}: cannot use the store: {exc}")
+
+    def check_writable(self) -> None:
+        """Raise StoreError now if a write cannot start (another process holds the lock).
+
+        A writer that keeps its lock past the busy timeout would make every later
+        write fail: `serve` asks at start, while refusing to start is still possible,
+        rather than measure for hours and store nothing. Readers (export) need not.
+        """
+        try:
+            with _transaction(self._db):
+                pass
+        except sqlite3.OperationalError as exc:
+            raise self._unusable(exc) from exc
 
     def _check_readable(self, db: sqlite3.Connection) -> None:
         """Fail now, with the file's name, if it is not an SQLite store of ours.
@@ -220,15 +247,10 @@ class Store:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             log.info("migrating store %s to schema version %d", self.path, version)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 for statement in _statements(_MIGRATIONS[version - 1]):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:
@@ -248,17 +270,11 @@ class Store:
         service, target, vantage, verdict, reason and time. One transaction.
         """
         began: list[VerdictChange] = []
-        with self._errors():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for record in records:
-                    change = self._add_one(record)
-                    if change is not None:
-                        began.append(change)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._errors(), _transaction(self._db):
+            for record in records:
+                change = self._add_one(record)
+                if change is not None:
+                    began.append(change)
         if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
             self.prune()
         return began
@@ -314,19 +330,11 @@ class Store:
         """
         self._last_prune = time.monotonic()
         cutoff = (time.time() if now is None else now) - self.retention_s
-        with self._errors():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                removed = self._db.execute(
-                    "DELETE FROM measurements WHERE t < ?", (cutoff,)
-                ).rowcount
-                removed += self._db.execute(
-                    "DELETE FROM changes WHERE until_t IS NOT NULL AND until_t < ?", (cutoff,)
-                ).rowcount
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._errors(), _transaction(self._db):
+            removed = self._db.execute("DELETE FROM measurements WHERE t < ?", (cutoff,)).rowcount
+            removed += self._db.execute(
+                "DELETE FROM changes WHERE until_t IS NOT NULL AND until_t < ?", (cutoff,)
+            ).rowcount
         if removed:
             log.info(
                 "pruned %d rows older than %.0f days from %s",
@@ -465,6 +473,30 @@ class _ErrorContext:
             raise StoreError(f"{self.path}: the store is damaged: {exc}") from exc
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed whole, or rolled back whole.
+
+    A failed COMMIT (disk full, I/O error) may leave the transaction open;
+    it is rolled back here, or every later BEGIN would fail and the store
+    would stay unwritable after the disk has room again.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in str(exc)
+
+
 def _statements(script: str) -> list[str]:
     """Split a migration script into statements (ours hold no ';' inside literals)."""
     return [s.strip() for s in script.split(";") if s.strip()]
@@ -502,8 +534,8 @@ class AsyncStore:
         return await loop.run_in_executor(self._executor, lambda: fn(self._get()))
 
     async def open(self) -> None:
-        """Open (and migrate) the store now, so that a bad store fails at startup."""
-        await self._call(lambda s: None)
+        """Open (and migrate) the store now, so that a bad or locked store fails at startup."""
+        await self._call(lambda s: s.check_writable())
 
     async def add(self, results: Sequence[Result]) -> list[VerdictChange]:
         batch = list(results)
