@@ -130,7 +130,8 @@ class SchedulePolicy:
             for i, s in enumerate(self.slots)
         }
         self._running: set[Key] = set()
-        self._done: set[Key] = set()
+        #: jobs not finished once yet: `complete` is asked after every measurement
+        self._undone: set[Key] = {j.key for s in self.slots for j in s.jobs}
         #: measurements not taken because the previous one overran or the driver fell behind
         self.skipped = 0
 
@@ -161,7 +162,7 @@ class SchedulePolicy:
 
     def finished(self, job: Job) -> None:
         self._running.discard(job.key)
-        self._done.add(job.key)
+        self._undone.discard(job.key)
 
     def next_due(self) -> float:
         return min(self._next.values(), default=math.inf)
@@ -173,7 +174,7 @@ class SchedulePolicy:
     @property
     def complete(self) -> bool:
         """Every job has finished at least once (one full round)."""
-        return all(j.key in self._done for s in self.slots for j in s.jobs)
+        return not self._undone
 
 
 # --- confirmation ----------------------------------------------------------------

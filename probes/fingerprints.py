@@ -180,9 +180,14 @@ class _Signature:
     where: str  # "body" | "server" | "location" | "header:<name>"
     name: str
     regex: re.Pattern[str]
+    #: casefolded texts one of which every match contains (_literal_hints); None: always search
+    hints: tuple[str, ...] | None = None
 
     def matches(self, http: HTTPStage) -> bool:
-        return any(self.regex.search(text) for text in _texts(http, self.where))
+        texts = _texts(http, self.where)
+        if self.hints is not None:  # substring tests rule ordinary pages out ~10x faster
+            texts = [t for t in texts if any(h in _folded(t) for h in self.hints)]
+        return any(self.regex.search(text) for text in texts)
 
 
 def normalize_address(address: str) -> str:
@@ -226,7 +231,9 @@ class FingerprintSet:
                 regex = re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"invalid http_body_pattern {pattern!r}: {exc}") from None
-            pages.append(_Signature(_BODY, f"configured pattern {pattern!r}", regex))
+            pages.append(
+                _Signature(_BODY, f"configured pattern {pattern!r}", regex, _hints_for(regex))
+            )
         fps = tuple(_compile(where, name, rx) for where, name, rx in _FALSE_POSITIVES)
         return cls(dns=MappingProxyType(dns), block_pages=tuple(pages), false_positives=fps)
 
@@ -267,7 +274,143 @@ class FingerprintSet:
 
 
 def _compile(where: str, name: str, pattern: str) -> _Signature:
-    return _Signature(where, name, re.compile(pattern, re.IGNORECASE | re.MULTILINE))
+    regex = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+    return _Signature(where, name, regex, _hints_for(regex))
+
+
+_MIN_HINT = 4
+_CLASS_ESCAPES = frozenset("bBsSdDwWAZ")
+
+
+def _folded(text: str) -> str:
+    """What hints are looked for in: casefolded, with dotted capital I and dotless i as i.
+
+    re.IGNORECASE matches both against "i", but casefold() turns U+0130 into
+    two code points ("i" + combining dot) and leaves U+0131 alone.
+    """
+    return text.replace("\u0130", "i").casefold().replace("\u0131", "i")
+
+
+def _hints_for(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Hints for a compiled signature: none in verbose mode, where spaces are not literal."""
+    return None if regex.flags & re.VERBOSE else _literal_hints(regex.pattern)
+
+
+def _literal_hints(pattern: str) -> tuple[str, ...] | None:
+    """Casefolded texts one of which every match of ``pattern`` contains; None if unsure.
+
+    One text per top-level alternative: the longest run of plain characters
+    outside groups and classes (escaped punctuation is plain; a character
+    made optional by ``?``, ``*`` or ``{`` after it is not). An alternative
+    without a run of at least _MIN_HINT characters means no hints at all.
+    """
+    hints = []
+    for branch in _top_level_branches(pattern):
+        best = max(_plain_runs(branch), key=len, default="")
+        if len(best) < _MIN_HINT or not best.isascii():
+            return None
+        hints.append(best.casefold())
+    return tuple(hints)
+
+
+def _top_level_branches(pattern: str) -> list[str]:
+    branches, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 2 if pattern[i + 1 : i + 2] == "]" else 1  # "[]...]": the first ] is literal
+            continue
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            branches.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return [*branches, pattern[start:]]
+
+
+def _plain_runs(branch: str) -> list[str]:
+    """The runs of literal characters at depth 0 of one alternative."""
+    runs: list[str] = []
+    run: list[str] = []
+    i = 0
+
+    def cut() -> None:
+        runs.append("".join(run))
+        run.clear()
+
+    while i < len(branch):
+        c = branch[i]
+        if c in "?*{":  # the character before is optional
+            if run:
+                run.pop()
+            cut()
+            i = branch.find("}", i) + 1 if c == "{" else i + 1
+            if i == 0:
+                return []  # an unclosed brace: unsure
+            continue
+        if c == "\\":
+            after = branch[i + 1 : i + 2]
+            if after and not after.isalnum():  # escaped punctuation: a literal
+                run.append(after)
+            elif after in _CLASS_ESCAPES:
+                cut()
+            else:
+                return []  # \\x41, \\n, \\1, \\N{…}: unsure
+            i += 2
+            continue
+        if c in "([":
+            cut()
+            i = _skip_group(branch, i)
+            if i < 0:
+                return []
+            continue
+        if c in ".^$+)]}|":
+            cut()
+            i += 1
+            continue
+        run.append(c)
+        i += 1
+    cut()
+    return runs
+
+
+def _skip_group(text: str, i: int) -> int:
+    """The index after the group or class opening at ``i`` (and its quantifier); -1 if unclosed."""
+    close = "]" if text[i] == "[" else ")"
+    depth, j = 0, i
+    while j < len(text):
+        c = text[j]
+        if c == "\\":
+            j += 2
+            continue
+        if close == "]":
+            if c == "]" and j > i + 1 and not (j == i + 2 and text[i + 1] == "^"):
+                break
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                break
+        j += 1
+    else:
+        return -1
+    j += 1
+    if j < len(text) and text[j] in "?*+":
+        j += 1
+    elif j < len(text) and text[j] == "{":
+        k = text.find("}", j)
+        return -1 if k < 0 else k + 1
+    return j
 
 
 def _texts(http: HTTPStage, where: str) -> list[str]:

@@ -15,7 +15,6 @@ TLS observed.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -154,8 +153,7 @@ class VantageNet:
         return await self._dial_proxy(address, port, budget)
 
     async def _dial_direct(self, address: str, port: int, budget: float) -> CountingSocket:
-        ip = ipaddress.ip_address(address)
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        family = _literal_family(address)
         sock = CountingSocket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -200,6 +198,21 @@ class VantageNet:
         if self._doh_session is not None:
             await self._doh_session.close()
             self._doh_session = None
+
+
+def _literal_family(address: str) -> socket.AddressFamily:
+    """The family of an IP literal; ValueError for anything else.
+
+    A host name must never get here: sock_connect would resolve it with the
+    system resolver. inet_pton is the cheap C check (this runs once per dial).
+    """
+    for family, text in ((socket.AF_INET, address), (socket.AF_INET6, address.split("%", 1)[0])):
+        try:
+            socket.inet_pton(family, text)
+        except OSError:
+            continue
+        return family
+    raise ValueError(f"{address!r} is not an IP address")
 
 
 def _ssl_context(ca_file: str | None, alpn: list[str]) -> ssl.SSLContext:

@@ -6,7 +6,11 @@ the censor addresses named in these tests.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.model import Fingerprints
@@ -203,3 +207,41 @@ def test_false_positive_beats_configured_pattern() -> None:
 def test_fingerprint_set_is_read_only(builtin: FingerprintSet) -> None:
     with pytest.raises(TypeError):
         builtin.dns["127.0.0.1"] = "oops"  # type: ignore[index]
+
+
+# --- literal hints are only a shortcut: they never change a match ------------------------
+
+_SIGNATURES = [
+    *FingerprintSet.build(Fingerprints(http_body_patterns=(r"blocked\s+by\s+order",))).block_pages,
+    *FingerprintSet.build().false_positives,
+]
+
+
+def _bits(draw: st.DrawFn) -> str:
+    """Text made of pieces of the signatures' own patterns, case-shuffled, and noise."""
+    sig = draw(st.sampled_from(_SIGNATURES))
+    hint = draw(st.sampled_from(sig.hints or ("",)))
+    piece = "".join(draw(st.sampled_from(_CASES.get(c, (c, c.upper())))) for c in hint)
+    noise = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+    return draw(noise) + piece + draw(noise)
+
+
+#: Characters that re.IGNORECASE matches beyond plain upper/lower case.
+_CASES = {
+    "i": ("i", "I", "\u0130", "\u0131"),  # dotted capital I, dotless small i
+    "s": ("s", "S", "\u017f"),  # long s
+    "k": ("k", "K", "\u212a"),  # Kelvin sign
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_hints_never_change_a_match(data: st.DataObject) -> None:
+    text = data.draw(st.composite(_bits)())
+    http = HTTPStage(
+        ok=True, failure=None, duration_s=0.1, url="http://x.test/", status=200,
+        body_head=text, title=text[:50], headers={"server": text, "location": text},
+    )  # fmt: skip
+    for sig in _SIGNATURES:
+        unhinted = dataclasses.replace(sig, hints=None)
+        assert sig.matches(http) == unhinted.matches(http), (sig.name, text)
