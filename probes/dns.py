@@ -14,7 +14,6 @@ import ipaddress
 import socket
 import time
 
-import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.inet
@@ -41,6 +40,7 @@ SECOND_ANSWER_GRACE_S = 1.0
 #: First UDP retransmission interval; it doubles while the budget lasts.
 UDP_FIRST_TRY_S = 1.0
 _DOH_MAX_BYTES = 65_535
+_UDP_MAX_BYTES = 65_535
 _RCODE_FAILURES = {
     "NXDOMAIN": Failure.DNS_NXDOMAIN,
     "SERVFAIL": Failure.DNS_SERVFAIL,
@@ -159,62 +159,74 @@ async def _udp(
     spec: ResolverSpec, query: dns.message.Message, source: str | None, deadline: Deadline
 ) -> dns.message.Message:
     """UDP with retransmission inside the budget; TCP when the answer is truncated."""
+    wire = query.to_wire()
     wait = UDP_FIRST_TRY_S
     while True:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise StageError(Failure.TIMEOUT, "no answer from the resolver")
         try:
-            return await _udp_try(spec, query, source, min(wait, remaining))
+            return await _udp_try(spec, query, wire, source, min(wait, remaining))
         except dns.message.Truncated:
             return await dns.asyncquery.tcp(
                 query, spec.host, timeout=deadline.remaining(), port=spec.port, source=source
             )
-        except dns.exception.Timeout:
+        except TimeoutError:
             wait *= 2
 
 
 async def _udp_try(
-    spec: ResolverSpec, query: dns.message.Message, source: str | None, window: float
+    spec: ResolverSpec,
+    query: dns.message.Message,
+    wire: bytes,
+    source: str | None,
+    window: float,
 ) -> dns.message.Message:
-    """One datagram out, then the first reply that answers it.
+    """One datagram out, then the first reply that answers it (TimeoutError after ``window``).
 
-    Anyone on the path can send datagrams: one with another ID or question
-    (an off-path injector's guess, a late reply) is ignored, as a stub resolver
-    does. A reply carrying our ID that does not parse is the resolver's answer,
-    broken: that is the failure (dns_server_misbehaving), not a timeout.
+    Anyone on the path can send datagrams: one from another address or port,
+    or with another ID or question (an off-path injector's guess, a late
+    reply), is ignored, as a stub resolver does. A reply carrying our ID that
+    does not parse is the resolver's answer, broken: that is the failure
+    (dns_server_misbehaving), not a timeout.
+
+    A plain non-blocking socket on the loop, not dnspython's async path: that
+    one builds a datagram endpoint and its transport per query, several times
+    the cost of the exchange itself (docs/performance.md).
     """
-    backend = dns.asyncbackend.get_default_backend()
-    family = dns.inet.af_for_address(spec.host)
+    loop = asyncio.get_running_loop()
     destination = (spec.host, spec.port)
-    local = (source, 0) if source else None
-    connected = destination if backend.datagram_connection_required() else None  # type: ignore[no-untyped-call]
-    expiration = time.time() + window  # dnspython's clock for expirations
-    opened = backend.make_socket(family, socket.SOCK_DGRAM, 0, local, connected)  # type: ignore[no-untyped-call]
-    async with await opened as sock:
-        await dns.asyncquery.send_udp(sock, query.to_wire(), destination, expiration)
-        while True:
-            wire, sender = await sock.recvfrom(65535, max(0.0, expiration - time.time()))
-            if not _same_endpoint(sender, destination):
-                continue
-            reply = _parse_reply(wire, query)
-            if reply is not None:
-                return reply
+    with socket.socket(dns.inet.af_for_address(spec.host), socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        if source:
+            sock.bind((source, 0))
+        async with asyncio.timeout(window):
+            await loop.sock_sendto(sock, wire, destination)
+            while True:
+                datagram, sender = await loop.sock_recvfrom(sock, _UDP_MAX_BYTES)
+                if not _same_endpoint(sender, destination):
+                    continue
+                reply = _parse_reply(datagram, query)
+                if reply is not None:
+                    return reply
 
 
 def _same_endpoint(sender: object, destination: tuple[str, int]) -> bool:
-    if not isinstance(sender, tuple) or len(sender) < 2:
+    """Whether a datagram came from the resolver's address and port (any spelling)."""
+    if not isinstance(sender, tuple) or len(sender) < 2 or sender[1] != destination[1]:
         return False
+    if sender[0] == destination[0]:  # the kernel's spelling is the config's: the usual case
+        return True
     try:
-        same = ipaddress.ip_address(str(sender[0])) == ipaddress.ip_address(destination[0])
+        return ipaddress.ip_address(str(sender[0])) == ipaddress.ip_address(destination[0])
     except ValueError:
         return False
-    return same and sender[1] == destination[1]
 
 
 def _parse_reply(wire: bytes, query: dns.message.Message) -> dns.message.Message | None:
     """The reply to ``query`` in ``wire``; None when the datagram is not one."""
-    ours = len(wire) >= 2 and int.from_bytes(wire[:2], "big") == query.id
+    if len(wire) < 2 or int.from_bytes(wire[:2], "big") != query.id:
+        return None  # another exchange's, or a guess: never ours, whatever it holds
     try:
         reply = dns.message.from_wire(wire, raise_on_truncation=True)
     except dns.message.Truncated as exc:
@@ -222,8 +234,6 @@ def _parse_reply(wire: bytes, query: dns.message.Message) -> dns.message.Message
             raise
         return None
     except Exception as exc:  # anything dnspython raises on bytes it cannot read
-        if not ours:
-            return None
         raise StageError(Failure.DNS_SERVER_MISBEHAVING, f"malformed reply: {exc}") from exc
     return reply if query.is_response(reply) else None
 

@@ -75,13 +75,18 @@ def _accept_encoding() -> str:
     return "gzip, deflate, br"
 
 
+#: Looked up once at import: which modules are installed does not change while
+#: lifeline runs, and find_spec walks sys.path (it was once per request).
+_ACCEPT_ENCODING = _accept_encoding()
+
+
 def request_headers() -> dict[str, str]:
     """What every request sends: enough of a browser not to be singled out."""
     return {
         "User-Agent": _USER_AGENT,
         "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
         "Accept-Language": "en-US,en;q=0.9",
-        "Accept-Encoding": _accept_encoding(),
+        "Accept-Encoding": _ACCEPT_ENCODING,
     }
 
 
@@ -90,10 +95,11 @@ async def http_stage(ctx: StageContext) -> HTTPStage:
     started = time.monotonic()
     record = HTTPStage(ok=False, failure=None, duration_s=0.0, url=ctx.target.url)
     exchange = _Exchange()
-    connector = _VantageConnector(ctx, ctx.take_connection())
+    reach = target_reach(ctx)
+    connector = _VantageConnector(ctx, ctx.take_connection(), reach)
     try:
         async with _session(connector, exchange) as session:
-            await _follow(ctx, session, connector, exchange, record)
+            await _follow(ctx, session, connector, exchange, record, reach)
     except StageError as exc:
         record.ok, record.failure = False, exc.failure
     finally:
@@ -141,9 +147,9 @@ async def _follow(
     connector: _VantageConnector,
     exchange: _Exchange,
     record: HTTPStage,
+    reach: frozenset[str],
 ) -> None:
-    url = URL(ctx.target.url)
-    reach = target_reach(ctx)
+    url = URL(ctx.target.url)  # yarl keeps parsed URLs: this is a cache hit, not a parse
     for _ in range(MAX_REDIRECTS + 1):
         exchange.request_sent = False
         with mapped():
@@ -348,10 +354,10 @@ def _title(text: str) -> str | None:
 class _PinnedResolver(AbstractResolver):
     """Addresses from the vantage's own resolver; never the system's."""
 
-    def __init__(self, ctx: StageContext, pinned: list[str]) -> None:
+    def __init__(self, ctx: StageContext, pinned: list[str], reach: frozenset[str]) -> None:
         self._ctx = ctx
         self._known: dict[str, list[str]] = {ctx.target.host: pinned}
-        self._reach = target_reach(ctx)
+        self._reach = reach  # target_reach(ctx), made once per measurement
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -401,9 +407,11 @@ def _pinned_addresses(ctx: StageContext, handoff: OpenConnection | None) -> list
 class _VantageConnector(aiohttp.TCPConnector):
     """Connections along the vantage's path, starting with the one TCP/TLS opened."""
 
-    def __init__(self, ctx: StageContext, handoff: OpenConnection | None) -> None:
+    def __init__(
+        self, ctx: StageContext, handoff: OpenConnection | None, reach: frozenset[str]
+    ) -> None:
         super().__init__(
-            resolver=_PinnedResolver(ctx, _pinned_addresses(ctx, handoff)),
+            resolver=_PinnedResolver(ctx, _pinned_addresses(ctx, handoff), reach),
             use_dns_cache=False,
             ssl=ctx.net.ssl_context,
         )

@@ -9,6 +9,7 @@ unexpected becomes ``Measurement.error``, which the classifier calls `error`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable
@@ -68,7 +69,7 @@ async def measure(
         max_body_bytes=max_body_bytes,
     )
     try:
-        await _run_stages(ctx, _normalized(stop_addresses))
+        await _run_stages(ctx, _normalized_stop(stop_addresses))
     except NotMeasurable as exc:
         measurement.error = unknown(str(exc))
     except Exception as exc:  # a bug of ours must not take the runner down
@@ -95,6 +96,7 @@ def _only_censor_addresses(record: DNSStage, stop: frozenset[str]) -> bool:
 
 
 def _normalized(addresses: frozenset[str] | list[str]) -> frozenset[str]:
+    """The canonical text of each IP address; anything else is left out."""
     out: set[str] = set()
     for a in addresses:
         try:
@@ -102,3 +104,9 @@ def _normalized(addresses: frozenset[str] | list[str]) -> frozenset[str]:
         except ValueError:
             continue
     return frozenset(out)
+
+
+#: The stop list, normalised once per distinct set rather than on every measurement.
+#: A caller passes the same frozenset each time (the Runner's, made once): the
+#: memo's lookup finds it by identity, without comparing its contents.
+_normalized_stop = functools.lru_cache(maxsize=8)(_normalized)

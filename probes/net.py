@@ -15,16 +15,19 @@ TLS observed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import os
 import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from python_socks import ProxyType
+from python_socks import ProxyConnectionError, ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy as SocksProxy
 
 from probes.deadline import Deadline
-from probes.model import Target, Vantage
+from probes.model import Proxy, Target, Vantage
 from probes.records import Measurement
 
 if TYPE_CHECKING:
@@ -32,7 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CountingSocket", "OpenConnection", "StageContext", "VantageNet"]
 
-_PROXY_TYPES = {"socks5": ProxyType.SOCKS5, "http": ProxyType.HTTP}
+_PROXY_TYPES = {"socks5": ProxyType.SOCKS5}
+#: The most of an HTTP proxy's CONNECT reply head that is read before giving up.
+MAX_CONNECT_HEAD = 16 * 1024
+_HEAD_END = b"\r\n\r\n"
 
 
 class CountingSocket(socket.socket):
@@ -138,8 +144,8 @@ class VantageNet:
 
     def __init__(self, vantage: Vantage, *, ca_file: str | None) -> None:
         self.vantage = vantage
-        self.ssl_context = _ssl_context(ca_file, ["http/1.1"])
-        self.dot_ssl_context = _ssl_context(ca_file, ["dot"])
+        self.ssl_context = _ssl_context(ca_file, ("http/1.1",))
+        self.dot_ssl_context = _ssl_context(ca_file, ("dot",))
         self._doh_session: aiohttp.ClientSession | None = None
 
     @property
@@ -169,6 +175,8 @@ class VantageNet:
     async def _dial_proxy(self, address: str, port: int, budget: float) -> CountingSocket:
         proxy = self.vantage.proxy
         assert proxy is not None
+        if proxy.kind == "http":
+            return await self._dial_http_proxy(proxy, address, port, budget)
         client = SocksProxy(
             _PROXY_TYPES[proxy.kind],
             proxy.host,
@@ -183,6 +191,34 @@ class VantageNet:
             dest_host=address, dest_port=port, timeout=max(budget, 0.001), local_addr=local
         )
         return CountingSocket.adopt(sock)
+
+    async def _dial_http_proxy(
+        self, proxy: Proxy, address: str, port: int, budget: float
+    ) -> CountingSocket:
+        """A tunnel through an HTTP proxy, its CONNECT reply read whole and bounded.
+
+        The reply head is read up to its blank line (at most MAX_CONNECT_HEAD
+        bytes, within the budget) and nothing beyond it: a head without an end
+        is the proxy's failure, and none of it may reach the HTTP stage as if
+        the origin had sent it. python-socks reads one chunk and accepts a bare
+        status line, which let exactly that happen. Failures are raised as
+        python-socks' own exceptions, so they map as before (probes.errors).
+        """
+        async with asyncio.timeout(max(budget, 0.001)):
+            try:
+                sock = await self._dial_direct(proxy.host, proxy.port, budget)
+            except TimeoutError:
+                raise  # a proxy that does not answer is a timeout, as with python-socks
+            except OSError as exc:  # refused, unreachable: the proxy itself
+                raise ProxyConnectionError(f"cannot reach the proxy: {exc}") from exc
+            try:
+                loop = asyncio.get_running_loop()
+                await loop.sock_sendall(sock, _connect_request(proxy, address, port))
+                _check_connect_reply(await _connect_reply_head(sock))
+            except BaseException:
+                sock.close()
+                raise
+        return CountingSocket.adopt(sock)  # counting starts with the tunnel
 
     def doh_session(self) -> aiohttp.ClientSession:
         """The session DoH queries share (created on first use, inside the loop)."""
@@ -200,6 +236,64 @@ class VantageNet:
             self._doh_session = None
 
 
+def _connect_request(proxy: Proxy, address: str, port: int) -> bytes:
+    """CONNECT to an IP literal (never a name: the proxy must not resolve for us)."""
+    authority = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.username and proxy.password is not None:
+        credentials = f"{proxy.username}:{proxy.password}".encode()
+        lines.append(f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _connect_reply_head(sock: socket.socket) -> bytes:
+    """The proxy's reply head, through its blank line, and not one byte more.
+
+    What is available is peeked at, and only the head is taken off the socket,
+    so whatever follows it stays there for the tunnel's user.
+    """
+    head = bytearray()
+    while True:
+        await _readable(sock)
+        try:
+            peeked = sock.recv(MAX_CONNECT_HEAD - len(head), socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        if not peeked:
+            raise ProxyError(f"the proxy closed during its CONNECT reply ({len(head)} bytes)")
+        tail = bytes(head[-3:])
+        end = (tail + peeked).find(_HEAD_END)
+        take = len(peeked) if end < 0 else end + len(_HEAD_END) - len(tail)
+        head += sock.recv(take)
+        if end >= 0:
+            return bytes(head)
+        if len(head) >= MAX_CONNECT_HEAD:
+            raise ProxyError(f"CONNECT reply head longer than {MAX_CONNECT_HEAD} bytes")
+
+
+async def _readable(sock: socket.socket) -> None:
+    """Until the socket has something to read (or its end)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, lambda: None if ready.done() else ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _check_connect_reply(head: bytes) -> None:
+    """Nothing but ``HTTP/1.x 200`` opens the tunnel (as python-socks judged it)."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.strip().partition(" ")
+    if not version.startswith("HTTP/") or not code.isdigit():
+        raise ProxyError(f"invalid CONNECT reply status line: {line[:80]!r}")
+    if int(code) != 200:
+        raise ProxyError(f"{code} {reason.strip()}"[:200], error_code=int(code))
+
+
 def _literal_family(address: str) -> socket.AddressFamily:
     """The family of an IP literal; ValueError for anything else.
 
@@ -215,14 +309,40 @@ def _literal_family(address: str) -> socket.AddressFamily:
     raise ValueError(f"{address!r} is not an IP address")
 
 
-def _ssl_context(ca_file: str | None, alpn: list[str]) -> ssl.SSLContext:
+def _ssl_context(ca_file: str | None, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    """The shared context for ``ca_file`` as it is on disk now (see _shared_context)."""
+    return _shared_context(ca_file, _file_stamp(ca_file), alpn)
+
+
+def _file_stamp(path: str | None) -> tuple[int, int, int] | None:
+    """What tells a changed file (a rotated CA written to the same path) from the same one."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # loading it will raise the error the user should see
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _new_context(
+    ca_file: str | None, stamp: tuple[int, int, int] | None, alpn: tuple[str, ...]
+) -> ssl.SSLContext:
     """System trust plus the configured extra anchors.
 
     Web connections offer only HTTP/1.1 because that is what aiohttp speaks;
     DNS-over-TLS offers "dot" (RFC 7858 names no ALPN, but RFC 9461 does).
+    ``stamp`` only keys the memo below.
     """
     ctx = ssl.create_default_context()
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
-    ctx.set_alpn_protocols(alpn)
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
+
+
+#: Loading the system trust store takes about a tenth of a second and blocks the
+#: loop; every vantage (and every config reload) would load it twice. The
+#: contexts are never changed once made, so vantages share them, one per CA file
+#: as it is on disk (functools' memo is thread-safe: the lab runs several loops).
+_shared_context = functools.lru_cache(maxsize=16)(_new_context)

@@ -10,10 +10,12 @@ sees a browser's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ssl
 import time
 from datetime import datetime
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -27,6 +29,9 @@ __all__ = ["ParkedProtocol", "tls_stage"]
 
 #: Names kept from a certificate's SAN list (some carry hundreds).
 MAX_SAN = 32
+#: Certificates whose parsed record is remembered, and the largest one that may be.
+_MEMO_SIZE = 512
+_MEMO_MAX_DER = 8192
 #: Bytes a parked connection may buffer before HTTP takes it over.
 _PARK_LIMIT = 65_536
 
@@ -131,17 +136,50 @@ def _success(
 
 
 def certificate_record(der: bytes) -> TLSCertificate:
-    """What users ask of a certificate: whose, by whom, valid when."""
+    """What users ask of a certificate: whose, by whom, valid when.
+
+    A target presents the same certificate measurement after measurement, so
+    the parsed fields are remembered (exact bytes as the key, at most
+    _MEMO_SIZE certificates of at most _MEMO_MAX_DER bytes each: a few MB at
+    worst). Each call still gets a record of its own to keep or change.
+    """
+    fields = _remembered(der) if len(der) <= _MEMO_MAX_DER else _parsed(der)
+    return TLSCertificate(
+        subject_cn=fields.subject_cn,
+        san=list(fields.san),
+        issuer=fields.issuer,
+        not_before=fields.not_before,
+        not_after=fields.not_after,
+        sha256=fields.sha256,
+    )
+
+
+class _Fields(NamedTuple):
+    """A certificate's record, immutable, so that one parse can serve many measurements."""
+
+    subject_cn: str | None
+    san: tuple[str, ...]
+    issuer: str
+    not_before: str
+    not_after: str
+    sha256: str
+
+
+def _parsed(der: bytes) -> _Fields:
     cert = x509.load_der_x509_certificate(der)
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return TLSCertificate(
+    return _Fields(
         subject_cn=str(cns[0].value) if cns else None,
-        san=_san(cert),
+        san=tuple(_san(cert)),
         issuer=cert.issuer.rfc4514_string(),
         not_before=_rfc3339(cert.not_valid_before_utc),
         not_after=_rfc3339(cert.not_valid_after_utc),
         sha256=hashlib.sha256(der).hexdigest(),
     )
+
+
+#: functools' memo is bounded and thread-safe (the lab measures from several loops).
+_remembered = functools.lru_cache(maxsize=_MEMO_SIZE)(_parsed)
 
 
 def _san(cert: x509.Certificate) -> list[str]:

@@ -6,20 +6,28 @@ is never asked.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
+import dns.message
+import dns.rdatatype
+import dns.rrset
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from probes.deadline import Deadline
 from probes.dns import dns_stage
 from probes.failures import Failure
 from probes.measure import STAGES, measure
 from probes.model import Proxy, ResolverSpec, Target, Vantage
-from probes.net import StageContext, VantageNet
+from probes.net import MAX_CONNECT_HEAD, StageContext, VantageNet
 from probes.records import Measurement, TLSStage
 from probes.tcp import tcp_stage
-from probes.tls import tls_stage
+from probes.tls import certificate_record, tls_stage
 from tests.fakes import (
     CA,
     LOOPBACK,
@@ -79,6 +87,46 @@ def context(net: VantageNet, url: str, timeout: float = 5.0) -> StageContext:
 
 
 # --- DNS ----------------------------------------------------------------------
+
+
+class _ForgingResolver(asyncio.DatagramProtocol):
+    """Answers each query from its own port, after a forgery with the right ID and
+    question sent from another port of the same address (an on-path guess)."""
+
+    def __init__(self, forger: asyncio.DatagramTransport) -> None:
+        self.forger = forger
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        qtype = query.question[0].rdtype
+        for sender, address in ((self.forger, "127.0.0.66"), (self.transport, "127.0.0.1")):
+            reply = dns.message.make_response(query)
+            if qtype == dns.rdatatype.A:
+                reply.answer.append(dns.rrset.from_text(HOST + ".", 300, "IN", "A", address))
+            assert sender is not None
+            sender.sendto(reply.to_wire(), addr)
+
+
+async def test_dns_ignores_a_reply_from_another_port() -> None:
+    loop = asyncio.get_running_loop()
+    forger, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=(LOOPBACK, 0)
+    )
+    server, _ = await loop.create_datagram_endpoint(
+        lambda: _ForgingResolver(forger), local_addr=(LOOPBACK, 0)
+    )
+    net = VantageNet(vantage(server.get_extra_info("sockname")[1]), ca_file=None)
+    try:
+        rec = await dns_stage(context(net, f"dns://{HOST}"))
+    finally:
+        await net.aclose()
+        server.close()
+        forger.close()
+    assert rec.ok and rec.addresses == ["127.0.0.1"]  # the forgery came first, and was ignored
 
 
 async def test_dns_answers_a_first_with_ttls(net: VantageNet) -> None:
@@ -512,3 +560,145 @@ async def test_http_through_socks_reuses_the_tcp_connection(
         await socks.close()
     assert m.succeeded and m.http is not None and m.http.status == 200
     assert socks.connects == [("127.0.0.1", web.port)]
+
+
+# --- HTTP CONNECT proxies -------------------------------------------------------
+
+ProxyReply = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+class _ConnectProxy:
+    """An HTTP proxy on loopback: reads the CONNECT head, answers with ``reply``, then
+    relays to the address the CONNECT names (which must be an IP literal)."""
+
+    def __init__(self, reply: ProxyReply) -> None:
+        self.reply = reply
+        self.heads: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> _ConnectProxy:
+        self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.heads.append(head)
+            host, _, port = head.split(b" ")[1].decode().rpartition(":")
+            await self.reply(writer)
+            up_r, up_w = await asyncio.open_connection(host.strip("[]"), int(port))
+            try:
+                await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+            finally:
+                up_w.close()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def _established_in_pieces(writer: asyncio.StreamWriter) -> None:
+    """A whole reply head, sent in three pieces, the blank line last."""
+    for piece in (b"HTTP/1.1 200 Connection established\r\n", b"Proxy-Agent: t\r\n", b"\r\n"):
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+
+async def _endless_head(writer: asyncio.StreamWriter) -> None:
+    """A 200 status line, then a header that never ends."""
+    writer.write(b"HTTP/1.1 200 Connection established\r\nX-Endless: ")
+    for _ in range(4):
+        writer.write(b"e" * MAX_CONNECT_HEAD)
+        await writer.drain()
+
+
+def _http_proxied(dns_port: int, proxy_port: int, user: str | None = None) -> Vantage:
+    proxy = Proxy("http", LOOPBACK, proxy_port, username=user, password="pw" if user else None)
+    return Vantage("v", ResolverSpec("udp", LOOPBACK, dns_port), proxy=proxy)
+
+
+async def test_http_through_a_connect_proxy_whose_reply_comes_in_pieces(
+    resolver: FakeDNS, web: FakeWeb
+) -> None:
+    proxy = await _ConnectProxy(_established_in_pieces).start()
+    net = VantageNet(_http_proxied(resolver.port, proxy.port, user="u"), ca_file=None)
+    try:
+        m = await measure(Target.parse(f"http://{HOST}:{web.port}/"), net.vantage, net,
+                          timeout=5, max_body_bytes=1 << 20)  # fmt: skip
+    finally:
+        await net.aclose()
+        await proxy.close()
+    assert m.succeeded, m.first_failure()
+    assert m.tcp is not None and m.tcp.via_proxy and m.tcp.address == "127.0.0.1"
+    assert m.http is not None and m.http.status == 200 and m.http.title == "Open & Free Page"
+    assert len(proxy.heads) == 1  # one connection: TCP's, reused by HTTP
+    assert proxy.heads[0].startswith(f"CONNECT 127.0.0.1:{web.port} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic dTpwdw==\r\n" in proxy.heads[0]  # u:pw
+
+
+async def test_a_connect_reply_head_without_end_is_a_proxy_error(
+    resolver: FakeDNS, web: FakeWeb
+) -> None:
+    proxy = await _ConnectProxy(_endless_head).start()
+    net = VantageNet(_http_proxied(resolver.port, proxy.port), ca_file=None)
+    try:
+        m = await measure(Target.parse(f"http://{HOST}:{web.port}/"), net.vantage, net,
+                          timeout=5, max_body_bytes=1 << 20)  # fmt: skip
+    finally:
+        await net.aclose()
+        await proxy.close()
+    assert m.tcp is not None and not m.tcp.ok and m.tcp.failure == Failure.PROXY_ERROR
+    assert m.http is None  # nothing of the endless head was read as the origin's answer
+    assert b"Proxy-Authorization" not in proxy.heads[0]
+
+
+# --- what vantages and measurements share ----------------------------------------
+
+
+def test_vantages_share_the_trust_until_the_ca_file_changes(ca: CA, tmp_path: Path) -> None:
+    """Loading the system trust store blocks the loop: once per CA file as it is on disk."""
+    path = tmp_path / "extra.pem"
+    path.write_bytes(ca.pem_path.read_bytes())
+    first = VantageNet(vantage(53), ca_file=str(path))
+    second = VantageNet(Vantage("w", ResolverSpec("udp", LOOPBACK, 53)), ca_file=str(path))
+    assert second.ssl_context is first.ssl_context
+    assert first.dot_ssl_context is not first.ssl_context  # each offers its own ALPN
+    (tmp_path / "rotated").mkdir()
+    other = CA.create(tmp_path / "rotated")
+    path.write_bytes(other.pem_path.read_bytes() + ca.pem_path.read_bytes())
+    rotated = VantageNet(vantage(53), ca_file=str(path))
+    assert rotated.ssl_context is not first.ssl_context  # a rotated CA file is read again
+
+
+def test_certificate_records_are_the_same_and_independent(ca: CA) -> None:
+    der = ca.cert.public_bytes(Encoding.DER)
+    first = certificate_record(der)
+    first.san.append("changed.example")
+    second = certificate_record(bytes(der))
+    assert second.sha256 == hashlib.sha256(der).hexdigest()
+    assert second.subject_cn == first.subject_cn and "changed.example" not in second.san

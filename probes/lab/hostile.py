@@ -539,8 +539,8 @@ CASES: tuple[Case, ...] = (
           _connect_garbage),
     _case("connect-407", Kind.CONNECT, _PROXY, "407 Proxy Authentication Required",
           _connect_407),
-    _case("connect-endless", Kind.CONNECT, _PROTOCOL,
-          "a reply header without end: the tunnel opens on its first line, HTTP sees the rest",
+    _case("connect-endless", Kind.CONNECT, _PROXY,
+          "a reply header without end: refused after 16 KiB, none of it reaches HTTP",
           _connect_endless),
 )  # fmt: skip
 
