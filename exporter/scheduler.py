@@ -19,6 +19,8 @@ measurements and feeds the policies, the board, the store and the probe log.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
 import math
 import random
 import sys
@@ -43,16 +45,23 @@ __all__ = [
     "Confirmation",
     "Decision",
     "Entry",
+    "Lateness",
     "Measurer",
     "Monitor",
     "SchedulePolicy",
     "Slot",
     "epoch",
     "rfc3339",
+    "runner_bounds",
     "slots_for",
 ]
 
 Key = tuple[str, str, str]  # (service, target URL, vantage)
+
+#: The store gets the published records in one transaction every this many seconds...
+STORE_FLUSH_S = 0.5
+#: ... or as soon as this many are waiting.
+STORE_BATCH = 256
 
 #: Share of a slot's spacing used for random jitter: slots stay in order but
 #: two daemons started together do not probe in lockstep.
@@ -109,6 +118,9 @@ class SchedulePolicy:
     slot comes round again is skipped (and counted) while the slot's other
     vantages go ahead, so one dead vantage neither delays the others nor
     lets a backlog grow.
+
+    The due times sit in a heap: a wake-up costs O(log slots) per slot that
+    comes round, not a walk over every slot (which made a round quadratic).
     """
 
     def __init__(
@@ -125,10 +137,13 @@ class SchedulePolicy:
         self.slots = list(slots)
         rng = rng or random.Random()
         spacing = interval / max(1, len(self.slots))
-        self._next: dict[tuple[str, str], float] = {
-            s.key: start + i * spacing + rng.uniform(0.0, spacing * JITTER_FRACTION)
-            for i, s in enumerate(self.slots)
-        }
+        #: (due time, index into self.slots): the index breaks ties in config order
+        self._heap: list[tuple[float, int]] = [
+            (start + i * spacing + rng.uniform(0.0, spacing * JITTER_FRACTION), i)
+            for i in range(len(self.slots))
+        ]
+        heapq.heapify(self._heap)
+        self._latest = -math.inf  # the latest `now` seen, to notice a clock that went back
         self._running: set[Key] = set()
         #: jobs not finished once yet: `complete` is asked after every measurement
         self._undone: set[Key] = {j.key for s in self.slots for j in s.jobs}
@@ -140,32 +155,50 @@ class SchedulePolicy:
 
         Each due time moves on by whole intervals: nothing queues up.
         """
-        out: list[tuple[Slot, tuple[Job, ...]]] = []
-        for slot in self.slots:
-            at = self._next[slot.key]
-            if at > now + self.interval:
-                # only a clock that went backwards puts a slot more than one interval
-                # ahead: keep its place in the cycle rather than stall until the clock
-                # catches up again
-                ahead = math.floor((at - now) / self.interval)
-                at = self._next[slot.key] = at - ahead * self.interval
-            if at > now:
-                continue
+        return [(slot, jobs) for slot, jobs, _ in self.due_at(now)]
+
+    def due_at(self, now: float) -> list[tuple[Slot, tuple[Job, ...], float]]:
+        """Like :meth:`due`, with the time each slot was due (for the lateness metric)."""
+        if now < self._latest:
+            self._rewind(now)
+        self._latest = now
+        heap = self._heap
+        out: list[tuple[Slot, tuple[Job, ...], float]] = []
+        while heap and heap[0][0] <= now:
+            at, i = heap[0]
+            slot = self.slots[i]
             missed = math.floor((now - at) / self.interval)  # rounds that passed entirely
-            self._next[slot.key] = at + (missed + 1) * self.interval
+            heapq.heapreplace(heap, (at + (missed + 1) * self.interval, i))
             idle = tuple(j for j in slot.jobs if j.key not in self._running)
             self.skipped += len(slot.jobs) * missed + (len(slot.jobs) - len(idle))
             if idle:
                 self._running.update(j.key for j in idle)
-                out.append((slot, idle))
+                out.append((slot, idle, at + missed * self.interval))
         return out
+
+    def _rewind(self, now: float) -> None:
+        """The clock went backwards: pull slots more than one interval ahead back into the cycle.
+
+        Only a clock that went backwards puts a slot that far ahead; keeping its
+        place in the cycle beats stalling until the clock catches up again. Rare,
+        so a pass over every slot is fine here.
+        """
+        limit = now + self.interval
+        moved = False
+        for n, (at, i) in enumerate(self._heap):
+            if at > limit:
+                ahead = math.floor((at - now) / self.interval)
+                self._heap[n] = (at - ahead * self.interval, i)
+                moved = True
+        if moved:
+            heapq.heapify(self._heap)
 
     def finished(self, job: Job) -> None:
         self._running.discard(job.key)
         self._undone.discard(job.key)
 
     def next_due(self) -> float:
-        return min(self._next.values(), default=math.inf)
+        return self._heap[0][0] if self._heap else math.inf
 
     @property
     def in_flight(self) -> int:
@@ -235,10 +268,54 @@ class Confirmation:
 
 # --- what is published --------------------------------------------------------------
 
+#: Upper bounds (seconds) of the lateness histogram's buckets: from "on time" to
+#: "a whole interval late" for intervals from a few seconds to an hour.
+LATENESS_BUCKETS: tuple[float, ...] = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+
+
+@dataclass(slots=True)
+class Lateness:
+    """How long after its slot was due each scheduled measurement actually started.
+
+    A measurement that waits for a free place in the runner's bounds is late
+    without being skipped; this makes the wait visible
+    (``lifeline_measurement_lateness_seconds``).
+    """
+
+    buckets: tuple[float, ...] = LATENESS_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS) + 1))
+    total: float = 0.0
+    late: int = 0  # started more than one interval after they were due
+
+    def observe(self, seconds: float, *, interval: float) -> None:
+        seconds = max(0.0, seconds)
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.total += seconds
+        if seconds > interval:
+            self.late += 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it) per bucket, +Inf last."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, n in zip((*self.buckets, math.inf), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
 
 @dataclass(slots=True)
 class Entry:
-    """The published verdict of one (service, target, vantage)."""
+    """The published verdict of one (service, target, vantage).
+
+    Only what the metrics, the status document and the page show is kept, not
+    the whole :class:`Result` (body head, certificates, headers, the control's
+    measurement): at tens of thousands of series that was most of serve's memory.
+    """
 
     service: str
     target: str
@@ -247,7 +324,18 @@ class Entry:
     reason: str
     since: str  # RFC 3339: when this verdict began
     time: str  # RFC 3339: the latest measurement that carries it
-    result: Result | None = None  # None when restored from the store and not yet re-measured
+    #: whether that measurement succeeded; None when restored from the store and not re-measured
+    succeeded: bool | None = None
+    #: (stage, seconds) of each stage that ran in that measurement, in stage order
+    durations: tuple[tuple[str, float], ...] = ()
+
+
+def _durations(m: Measurement) -> tuple[tuple[str, float], ...]:
+    return tuple(
+        (name, rec.duration_s)
+        for name, rec in (("dns", m.dns), ("tcp", m.tcp), ("tls", m.tls), ("http", m.http))
+        if rec is not None
+    )
 
 
 @dataclass(slots=True)
@@ -264,6 +352,9 @@ class Board:
     reload_ok: bool = True
     reload_time: float = field(default_factory=time.time)
     ready: bool = False
+    lateness: Lateness = field(default_factory=Lateness)
+    #: bumped whenever an entry or the set of keys changes (renderers cache by it)
+    version: int = 0
     _order: list[Key] = field(default_factory=list, init=False, repr=False)
     _wanted: set[Key] = field(default_factory=set, init=False, repr=False)
 
@@ -286,9 +377,12 @@ class Board:
         if key not in self._wanted:  # measured under a config that was just replaced
             return
         old = self.entries.get(key)
-        since = old.since if old is not None and old.verdict == result.verdict.value else m.time
         verdict = result.verdict.value
-        self.entries[key] = Entry(*key, verdict, result.reason, since, m.time, result)
+        since = old.since if old is not None and old.verdict == verdict else m.time
+        self.entries[key] = Entry(
+            *key, verdict, result.reason, since, m.time, m.succeeded, _durations(m)
+        )
+        self.version += 1
 
     def count(self, result: Result) -> None:
         m = result.measurement
@@ -298,7 +392,7 @@ class Board:
 
     def restore(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Current verdicts from the store, for keys that are still configured."""
-        wanted = set(self.keys())
+        wanted = self._wanted
         for row in rows:
             key = (str(row["service"]), str(row["target"]), str(row["vantage"]))
             if key in wanted and row.get("verdict") in Verdict.__members__.values():
@@ -309,6 +403,7 @@ class Board:
                     str(row["since"]),
                     str(row.get("time") or row["since"]),
                 )
+        self.version += 1
 
     def retarget(self, config: Config) -> None:
         """A new config: drop what it no longer names (label values stay bounded)."""
@@ -321,26 +416,41 @@ class Board:
         self.measurements = Counter(
             {k: n for k, n in self.measurements.items() if k[0] in services and k[1] in vantages}
         )
+        self.version += 1
 
     def ordered(self) -> list[Entry]:
-        return [self.entries[k] for k in self.keys() if k in self.entries]
+        entries = self.entries
+        return [e for k in self._order if (e := entries.get(k)) is not None]
 
     def vantage_up(self, vantage: str) -> bool | None:
         """False when every canary of the vantage fails; None before anything is known.
 
         Without canaries, a vantage is up when any of its measurements succeeded.
         """
-        mine = [e for e in self.entries.values() if e.vantage == vantage]
-        canaries = [e for e in mine if e.service == CANARY_SERVICE]
-        pool = canaries or mine
-        if not pool:
-            return None
-        return any(_succeeded(e) for e in pool)
+        return self.vantages_up().get(vantage)
+
+    def vantages_up(self) -> dict[str, bool | None]:
+        """:meth:`vantage_up` of every configured vantage, in one pass over the entries."""
+        canary: dict[str, list[bool]] = {}
+        other: dict[str, list[bool]] = {}
+        for e in self.entries.values():
+            seen = canary if e.service == CANARY_SERVICE else other
+            flags = seen.get(e.vantage)
+            if flags is None:
+                flags = seen[e.vantage] = [False, False]  # [any entry, any succeeded]
+            flags[0] = True
+            if not flags[1] and _succeeded(e):
+                flags[1] = True
+        out: dict[str, bool | None] = {}
+        for v in self.config.vantages:
+            flags = canary.get(v.name) or other.get(v.name)
+            out[v.name] = None if flags is None else flags[1]
+        return out
 
 
 def _succeeded(entry: Entry) -> bool:
-    if entry.result is not None:
-        return entry.result.measurement.succeeded
+    if entry.succeeded is not None:
+        return entry.succeeded
     return entry.verdict == Verdict.OK.value
 
 
@@ -360,10 +470,62 @@ class Measurer(Protocol):
 MeasurerFactory = Callable[[Config], Measurer]
 
 
-def _runner(config: Config) -> Measurer:
+#: Measurements one vantage may have in flight at most, however large the config.
+MAX_PER_VANTAGE = 256
+#: Measurements in flight at most, in all.
+MAX_IN_FLIGHT = 512
+#: How much more room than the worst case of a round (every target using its whole
+#: budget) the bounds leave, for re-probes and jitter.
+BOUND_HEADROOM = 1.5
+#: File descriptors one measurement may hold at once (DNS, TCP/TLS, an HTTP connection, spare).
+_FDS_PER_MEASUREMENT = 4
+
+
+def runner_bounds(config: Config, *, fd_limit: int | None = None) -> tuple[int, int]:
+    """(in flight in all, in flight per vantage) for a config, sized at start or reload.
+
+    A measurement holds its place for up to the timeout (a black-holed target
+    holds it for all of it), and a vantage has ``targets`` measurements to start
+    per interval, so ``targets x timeout / interval`` places per vantage keep a
+    round on time even if every target were black-holed. More than that only
+    queues CPU work: the bounds are capped, and by the file descriptors the
+    process may open.
+    """
+    from probes.runner import DEFAULT_CONCURRENCY, DEFAULT_PER_VANTAGE
+
+    d = config.defaults
+    targets = len(config.canaries) + sum(len(s.targets) for s in config.services)
+    worst = targets * min(d.timeout, d.interval) / d.interval
+    per_vantage = min(MAX_PER_VANTAGE, max(DEFAULT_PER_VANTAGE, math.ceil(worst * BOUND_HEADROOM)))
+    limit = _fd_limit() if fd_limit is None else fd_limit
+    by_fds = max(DEFAULT_CONCURRENCY, (limit - 256) // _FDS_PER_MEASUREMENT)
+    total = min(MAX_IN_FLIGHT, by_fds, max(DEFAULT_CONCURRENCY, per_vantage * len(config.vantages)))
+    return total, min(per_vantage, total)
+
+
+def _fd_limit() -> int:
+    """The soft limit on open files (unknown: the common default of 1024)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1024
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _probe_runner(config: Config) -> Measurer:
+    """The runner behind /probe: the runner's default bounds, not shared with the schedule."""
     from probes.runner import Runner
 
     return Runner(config)
+
+
+def _runner(config: Config) -> Measurer:
+    from probes.runner import Runner
+
+    total, per_vantage = runner_bounds(config)
+    return Runner(config, concurrency=total, per_vantage=per_vantage)
 
 
 class Monitor:
@@ -376,9 +538,13 @@ class Monitor:
         store: AsyncStore | None = None,
         log: ProbeLog | None = None,
         measurer: MeasurerFactory = _runner,
+        probe_measurer: MeasurerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        """``probe_measurer`` measures for /probe, within bounds of its own so that
+        on-demand probes and the schedule do not take each other's places; by
+        default a runner of its own when ``measurer`` is the default, else ``measurer``."""
         from probes.runner import Observations
 
         self.board = Board(config)
@@ -388,6 +554,10 @@ class Monitor:
         self._log = log
         self._factory = measurer
         self._measurer = measurer(config)
+        if probe_measurer is None and measurer is _runner:
+            probe_measurer = _probe_runner
+        self._probe_factory = probe_measurer
+        self._probe_measurer = self._measurer if probe_measurer is None else probe_measurer(config)
         self._clock = clock
         self._rng = rng or random.Random()
         self._observations = Observations(())
@@ -398,6 +568,9 @@ class Monitor:
         self._slots: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._store_failing = False  # warn once per run of failed store writes, not per batch
+        self._batch: list[dict[str, Any]] = []  # records waiting for the store's next transaction
+        self._flush_now = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> Config:
@@ -431,11 +604,15 @@ class Monitor:
         loop = asyncio.get_running_loop()
         self.board.tasks = lambda: len(asyncio.all_tasks(loop))
         self._loop_task = asyncio.create_task(self._loop(), name="lifeline-scheduler")
+        if self._store is not None:
+            self._writer = asyncio.create_task(self._write_loop(), name="lifeline-store-writer")
 
     async def _loop(self) -> None:
         while True:
-            for slot, jobs in self._policy.due(self._clock()):
-                task = asyncio.create_task(self.measure_slot(slot, jobs, policy=self._policy))
+            for slot, jobs, due in self._policy.due_at(self._clock()):
+                task = asyncio.create_task(
+                    self.measure_slot(slot, jobs, policy=self._policy, due=due)
+                )
                 self._slots.add(task)
                 task.add_done_callback(self._slots.discard)
             self.board.skipped = self._skipped_before + self._policy.skipped
@@ -452,11 +629,14 @@ class Monitor:
         jobs: Sequence[Job] | None = None,
         *,
         policy: SchedulePolicy | None = None,
+        due: float | None = None,
     ) -> None:
         """Measure a slot's jobs; each is judged as soon as it and the control are in.
 
         A changed verdict is re-probed (that vantage and the control) before it
         is published; one slow vantage does not hold the others' verdicts back.
+        ``due`` (the policy's clock) is when the slot came round: how much later
+        each measurement really started is the lateness metric.
         """
         jobs = tuple(slot.jobs if jobs is None else jobs)
         control = self.config.control
@@ -470,6 +650,9 @@ class Monitor:
                 try:
                     m = await self._measurer.measure(job)
                     self._observations.add(m)
+                    if due is not None and policy is not None:
+                        started = self._clock() - m.duration_s
+                        self.board.lateness.observe(started - due, interval=policy.interval)
                 finally:
                     if job.vantage.name == ctl_name:
                         control_in.set()
@@ -488,19 +671,25 @@ class Monitor:
             elif isinstance(outcome, BaseException):
                 raise outcome
 
-    def _record(self, m: Measurement) -> Result:
-        """Judge a measurement against the rolling observations; count and log it."""
+    def _record(self, m: Measurement) -> tuple[Result, dict[str, Any]]:
+        """Judge a measurement against the rolling observations; count and log it.
+
+        The record (``Result.to_dict()``) is made once, for the log and the store.
+        """
         r = self._measurer.judge(m, self._observations)
         self.board.count(r)
+        record = r.to_dict()
         if self._log is not None:
-            self._log.write(r.to_dict())
-        return r
+            self._log.write(record)
+        return r, record
 
-    async def _settle(self, result: Result, job: Job, slot: Slot) -> None:
+    async def _settle(self, judged: tuple[Result, dict[str, Any]], job: Job, slot: Slot) -> None:
         """Publish a result, or re-probe first when its verdict changed."""
+        result, record = judged
         if self._confirm.offer(result) is Decision.PUBLISH:
-            await self._publish([result])
+            await self._publish([(result, record)])
             return
+        first_record = record
         control = self.config.control
         again = [job]
         if control is not None and job.vantage.name != control.name:
@@ -511,29 +700,52 @@ class Monitor:
         fresh = self._record(measurements[0])
         for m in measurements[1:]:  # the control's re-probe: evidence, counted and logged
             self._record(m)
-        await self._publish(self._confirm.settle(fresh))
+        records = {id(result): first_record, id(fresh[0]): fresh[1]}
+        settled = self._confirm.settle(fresh[0])
+        await self._publish([(r, records.get(id(r)) or r.to_dict()) for r in settled])
 
-    async def _publish(self, results: list[Result]) -> None:
-        for r in results:
+    async def _publish(self, results: list[tuple[Result, dict[str, Any]]]) -> None:
+        """Show results on the board; queue their records for the store's next batch."""
+        for r, _ in results:
             self.board.publish(r)
-        if self._store is not None and results:
+        if self._store is None or not results:
+            return
+        self._batch.extend(record for _, record in results)
+        if self._writer is None:  # not started (tests drive slots by hand): write now
+            await self._flush()
+        elif len(self._batch) >= STORE_BATCH:
+            self._flush_now.set()
+
+    async def _write_loop(self) -> None:
+        """Write the queued records every STORE_FLUSH_S, or sooner when a batch is full."""
+        while True:
             try:
-                await self._store.add(results)
-            except Exception as exc:  # counted and shown once per run; measuring goes on
-                self.board.store_failures += 1
-                if not self._store_failing:
-                    self._store_failing = True
-                    _warn(
-                        f"store write failed: {exc}; measuring goes on, failed batches are "
-                        "counted (lifeline_store_write_failures_total), their records still "
-                        "go to the probe log"
-                    )
-                return
-            if self._store_failing:
-                self._store_failing = False
+                await asyncio.wait_for(self._flush_now.wait(), timeout=STORE_FLUSH_S)
+            except TimeoutError:
+                pass
+            self._flush_now.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """One transaction for everything queued; a failure is counted once per batch."""
+        batch, self._batch = self._batch, []
+        if self._store is None or not batch:
+            return
+        try:
+            await self._store.add_records(batch)
+        except Exception as exc:  # counted and shown once per run; measuring goes on
+            self.board.store_failures += 1
+            if not self._store_failing:
+                self._store_failing = True
                 _warn(
-                    f"store writes work again ({self.board.store_failures} batches failed so far)"
+                    f"store write failed: {exc}; measuring goes on, failed batches are "
+                    "counted (lifeline_store_write_failures_total), their records still "
+                    "go to the probe log"
                 )
+            return
+        if self._store_failing:
+            self._store_failing = False
+            _warn(f"store writes work again ({self.board.store_failures} batches failed so far)")
 
     async def probe(self, target: Target, vantage: Vantage, service: str) -> Result:
         """One measurement now (for /probe), judged with the latest scheduled control and canaries.
@@ -542,7 +754,7 @@ class Monitor:
         """
         from probes.runner import Job, Observations
 
-        measurer = self._measurer
+        measurer = self._probe_measurer
         m = await measurer.measure(Job(service, target, vantage))
         context: list[Measurement] = []
         control = self.config.control
@@ -560,6 +772,7 @@ class Monitor:
         from probes.runner import Observations
 
         old_measurer, old_tasks = self._measurer, set(self._slots)
+        old_probe = self._probe_measurer
         self._skipped_before += self._policy.skipped
         self.board.retarget(config)
         keys = set(self.board.keys())
@@ -568,11 +781,15 @@ class Monitor:
             m for k, m in self._observations.by_key.items() if k in keys
         )
         self._measurer = self._factory(config)
+        probe = self._probe_factory
+        self._probe_measurer = self._measurer if probe is None else probe(config)
         self._policy = self._new_policy(config)
         self.board.reload_ok, self.board.reload_time = True, time.time()
         self._wake.set()
         await self._drain(old_tasks, bound=config.defaults.timeout)
         await old_measurer.aclose()
+        if old_probe is not old_measurer:
+            await old_probe.aclose()
 
     async def _drain(self, tasks: set[asyncio.Task[None]], *, bound: float) -> None:
         """Let tasks finish within a bound, then cancel what is left."""
@@ -592,7 +809,14 @@ class Monitor:
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
         await self._drain(set(self._slots), bound=self.config.defaults.timeout)
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        await self._flush()  # what the last slots published
         await self._measurer.aclose()
+        if self._probe_measurer is not self._measurer:
+            await self._probe_measurer.aclose()
 
 
 def _warn(text: str) -> None:

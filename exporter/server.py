@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.metrics import encode, probe_registry, registry_for
+from exporter.metrics import MetricsPage, ProbeExposition
 from exporter.scheduler import Board, Monitor, epoch, rfc3339
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from probes.config import ConfigError, load_config, parse_duration
@@ -34,6 +34,7 @@ __all__ = [
     "STATUS_SCHEMA",
     "ServeOptions",
     "Server",
+    "TargetIndex",
     "parse_listen",
     "run_serve",
     "serve",
@@ -161,8 +162,10 @@ class Server:
         self.web_config = web_config
         self.agent = agent
         self._reload_lock = asyncio.Lock()
-        self._registry = registry_for(monitor.board)
-        self._registry.register(AgentCollector(monitor))  # hub: its agents' clocks
+        # hub: its agents' clocks come after lifeline's own families
+        self._page = MetricsPage(monitor.board, extra=[AgentCollector(monitor)])
+        self._probe_page = ProbeExposition()
+        self._targets = TargetIndex(monitor.config)
         self.background: set[asyncio.Task[list[str]]] = set()  # reloads started by SIGHUP
 
     def app(self) -> web.Application:
@@ -199,7 +202,7 @@ class Server:
         return await handler(request)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body, content_type = encode(self._registry, request.headers.get("Accept"))
+        body, content_type = self._page.render(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _probe(self, request: web.Request) -> web.Response:
@@ -207,15 +210,17 @@ class Server:
         url = request.query.get("target", "").strip()
         if not url:
             raise _bad("the target parameter is required")
-        service, target = admitted_target(config, url)
+        if self._targets.config is not config:  # reloaded: index the new config once
+            self._targets = TargetIndex(config)
+        service, target = self._targets.admit(url)
         name = request.query.get("vantage") or _default_vantage(config).name
         vantage = config.vantage(name)
         if vantage is None:
             raise _bad(f"unknown vantage {name!r}")
         started = time.monotonic()
         result = await self.monitor.probe(target, vantage, service)
-        body, content_type = encode(
-            probe_registry(result, time.monotonic() - started), request.headers.get("Accept")
+        body, content_type = self._probe_page.render(
+            result, time.monotonic() - started, request.headers.get("Accept")
         )
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -293,6 +298,7 @@ class Server:
 def status_document(board: Board) -> dict[str, Any]:
     """The `/api/v1/status` JSON: the current verdict of every (service, target, vantage)."""
     vantages = {v.name: v for v in board.config.vantages}
+    up = board.vantages_up()
     results = []
     for e in board.ordered():
         v = vantages.get(e.vantage)
@@ -320,7 +326,7 @@ def status_document(board: Board) -> dict[str, Any]:
                 "control": v.control,
                 "country": v.country,
                 "timezone": v.timezone,
-                "up": board.vantage_up(v.name),
+                "up": up.get(v.name),
             }
             for v in board.config.vantages
         ],
@@ -329,6 +335,30 @@ def status_document(board: Board) -> dict[str, Any]:
 
 def _bad(text: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=text + "\n")
+
+
+class TargetIndex:
+    """The configured targets by URL, built once per config (at load and reload).
+
+    /probe looks a URL up here instead of scanning every target of every
+    service per request.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._by_url: dict[str, tuple[str, Target]] = {}
+        for s in reversed(config.services):  # the first service naming a URL wins
+            for t in reversed(s.targets):
+                self._by_url[t.url] = (s.name, t)
+        for t in reversed(config.canaries):  # canaries before services, as before
+            self._by_url[t.url] = (CANARY_SERVICE, t)
+
+    def admit(self, url: str) -> tuple[str, Target]:
+        """The (service, target) a /probe URL may measure; anything else is a 400."""
+        found = self._by_url.get(url)
+        if found is not None:
+            return found
+        return _allowed(self.config, url)
 
 
 def admitted_target(config: Config, url: str) -> tuple[str, Target]:
@@ -344,6 +374,11 @@ def admitted_target(config: Config, url: str) -> tuple[str, Target]:
         for t in s.targets:
             if t.url == url:
                 return s.name, t
+    return _allowed(config, url)
+
+
+def _allowed(config: Config, url: str) -> tuple[str, Target]:
+    """An unconfigured URL that a `probe.allow` glob admits, as a target of its own."""
     if not any(fnmatchcase(url, pattern) for pattern in config.probe_allow):
         raise _bad("target is not configured and matches no probe.allow pattern")
     try:

@@ -541,6 +541,11 @@ class AsyncStore:
         batch = list(results)
         return await self._call(lambda s: s.add(batch))
 
+    async def add_records(self, records: Sequence[dict[str, Any]]) -> list[VerdictChange]:
+        """Store ``Result.to_dict()`` records made once by the caller (one transaction)."""
+        batch = list(records)
+        return await self._call(lambda s: s.add_records(batch))
+
     async def current(self) -> list[dict[str, Any]]:
         return await self._call(lambda s: s.current())
 

@@ -12,7 +12,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from exporter.metrics import encode, probe_registry, registry_for
+from exporter.metrics import (
+    MetricsPage,
+    ProbeExposition,
+    encode,
+    probe_registry,
+    registry_for,
+)
 from exporter.scheduler import Board, epoch
 from probes.config import parse_config
 from probes.model import CANARY_SERVICE, Config
@@ -246,3 +252,74 @@ def test_promtool_accepts_the_exposition() -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- the incremental page: the same bytes as the reference collector -------------------------
+
+ACCEPTS = [
+    None,
+    "text/plain",
+    "text/plain;version=1.0.0;escaping=underscores",
+    "text/plain;version=1.0.0;escaping=values",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_page_is_byte_for_byte_the_collectors_exposition(accept: str | None) -> None:
+    b = board()
+    page = MetricsPage(b)
+    assert page.render(accept) == encode(registry_for(b), accept)
+
+
+def test_the_page_follows_changes_of_verdicts_times_and_the_config() -> None:
+    b = board()
+    page = MetricsPage(b)
+    page.render(None)
+    b.publish(Result(measurement(OPEN, "censored", t="2026-01-01T00:01:00Z"), Verdict.OK, "back"))
+    text = page.render(None)[0].decode()
+    assert text == encode(registry_for(b), None)[0].decode()
+    key = {"service": "open", "target": OPEN, "vantage": "censored"}
+    assert value(text, "lifeline_verdict", **key, verdict="ok") == 1
+    assert value(text, "lifeline_last_measurement_timestamp_seconds", **key) == epoch(
+        "2026-01-01T00:01:00Z"
+    )
+    b.retarget(parse_config(CONFIG.replace(", https://open.lifeline.test/other", "")))
+    text = page.render("application/openmetrics-text")[0].decode()
+    assert OTHER not in text
+    assert text == encode(registry_for(b), "application/openmetrics-text")[0].decode()
+
+
+def test_label_values_are_escaped_as_the_library_escapes_them() -> None:
+    odd = 'https://odd.lifeline.test/a"b\\c'
+    b = Board(parse_config(CONFIG.replace("https://open.lifeline.test/other", f"'{odd}'")))
+    b.publish(Result(measurement(odd, "censored"), Verdict.OK, "fine"))
+    page = MetricsPage(b)
+    for accept in (None, "application/openmetrics-text"):
+        assert page.render(accept) == encode(registry_for(b), accept)
+    assert value(page.render(None)[0].decode(), "lifeline_reachable", target=odd) == 1
+
+
+def test_lateness_is_a_histogram_with_late_measurements_counted() -> None:
+    b = board()
+    b.lateness.observe(0.2, interval=60.0)
+    b.lateness.observe(7.0, interval=60.0)
+    b.lateness.observe(75.0, interval=60.0)  # more than an interval late
+    text = MetricsPage(b).render(None)[0].decode()
+    assert value(text, "lifeline_measurement_lateness_seconds_count") == 3
+    assert value(text, "lifeline_measurement_lateness_seconds_bucket", le="0.5") == 1
+    assert value(text, "lifeline_measurement_lateness_seconds_bucket", le="10.0") == 2
+    assert value(text, "lifeline_measurement_lateness_seconds_bucket", le="+Inf") == 3
+    assert value(text, "lifeline_measurement_lateness_seconds_sum") == 82.2
+    assert value(text, "lifeline_late_measurements_total") == 1
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_probe_answer_is_byte_for_byte_the_registrys(accept: str | None) -> None:
+    for verdict, ok in ((Verdict.OK, True), (Verdict.DNS_BLOCKED, False)):
+        result = Result(measurement(OPEN, "censored", ok=ok), verdict, "x")
+        got = ProbeExposition().render(result, 0.75, accept)
+        assert got == encode(probe_registry(result, 0.75), accept)

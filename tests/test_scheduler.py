@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from pathlib import Path
 
+from exporter.logs import ProbeLog, log_files, read_records
 from exporter.scheduler import (
+    MAX_IN_FLIGHT,
+    MAX_PER_VANTAGE,
     Board,
     Confirmation,
     Decision,
     Monitor,
     SchedulePolicy,
+    runner_bounds,
     slots_for,
 )
+from exporter.store import AsyncStore
 from probes.config import parse_config
 from probes.model import CANARY_SERVICE, Config
 from probes.records import DNSStage, Measurement, Result, Verdict
@@ -322,3 +328,102 @@ def test_vantage_is_down_when_every_canary_fails() -> None:
     )
     board.publish(Result(m, Verdict.VANTAGE_DOWN, "all canaries fail"))
     assert board.vantage_up("censored") is False
+
+
+# --- at scale: the heap, the bounds, lateness, batched store writes -----------------------------
+
+
+def big_config(targets: int, *, interval: str = "60s", timeout: str = "10s") -> Config:
+    urls = ", ".join(f"https://t{i}.lifeline.test/" for i in range(targets))
+    return parse_config(
+        f"""
+version: 1
+defaults: {{interval: {interval}, timeout: {timeout}}}
+vantages:
+  - {{name: control, control: true, resolver: 127.0.0.1:5353}}
+  - {{name: a, resolver: 127.0.0.1:5354}}
+  - {{name: b, resolver: 127.0.0.1:5355}}
+services:
+  - {{name: s, targets: [{urls}]}}
+"""
+    )
+
+
+def test_every_slot_comes_round_once_per_interval_in_due_order() -> None:
+    policy = SchedulePolicy(slots_for(big_config(300)), 60.0, start=0.0, rng=random.Random(3))
+    started: list[tuple[float, tuple[str, str]]] = []
+    now = 0.0
+    while now < 181.0:
+        for slot, jobs, due in policy.due_at(now):
+            assert due <= now
+            started.append((due, slot.key))
+            for job in jobs:
+                policy.finished(job)
+        assert policy.next_due() > now
+        now += 0.25
+    keys = [k for d, k in started if d < 180.0]
+    assert len(keys) == 3 * 300 and len(set(keys)) == 300  # three rounds, each slot once a round
+    assert [d for d, _ in started] == sorted(d for d, _ in started)
+    assert policy.skipped == 0
+
+
+def test_bounds_grow_with_the_config_but_stay_capped() -> None:
+    assert runner_bounds(config(), fd_limit=65536) == (64, 24)  # a small config: the defaults
+    # 1,000 targets x 10 s / 60 s: 167 places a vantage cover a round of black holes
+    total, per_vantage = runner_bounds(big_config(1000), fd_limit=65536)
+    assert per_vantage >= 1000 * 10 / 60 and total == min(MAX_IN_FLIGHT, 3 * per_vantage)
+    total, per_vantage = runner_bounds(big_config(10_000), fd_limit=65536)
+    assert (total, per_vantage) == (MAX_IN_FLIGHT, MAX_PER_VANTAGE)
+    total, per_vantage = runner_bounds(big_config(10_000), fd_limit=1024)  # a default ulimit
+    assert per_vantage <= total <= 1024 // 4
+
+
+async def test_a_measurement_that_waited_is_counted_late() -> None:
+    now = [1000.0]
+    script = Script(config())
+    monitor = Monitor(script.config, measurer=lambda _: script, clock=lambda: now[0])
+    policy = SchedulePolicy(slots_for(monitor.config), 60.0, start=now[0])
+    slot = next(s for s in policy.slots if s.target.url == URL)
+    await monitor.measure_slot(slot, policy=policy, due=now[0] - 7.0)  # started 7 s late
+    await monitor.measure_slot(slot, policy=policy, due=now[0] - 90.0)  # over an interval
+    lateness = monitor.board.lateness
+    assert lateness.count == 2 * len(slot.jobs)
+    assert lateness.late == len(slot.jobs)
+    assert dict(lateness.cumulative())[10.0] == len(slot.jobs)
+
+
+async def test_published_results_reach_the_store_batched_and_whole_at_stop(
+    tmp_path: Path,
+) -> None:
+    script = Script(config())
+    store = AsyncStore(tmp_path)
+    await store.open()
+    log = ProbeLog(tmp_path / "log")
+    monitor = Monitor(script.config, store=store, log=log, measurer=lambda _: script)
+    try:
+        await monitor.start()
+        for slot in slots_for(monitor.config):
+            await monitor.measure_slot(slot)
+        await monitor.aclose()  # the last batch is written before the monitor stops
+        stored = await store.measurements()
+        logged = [r for p in log_files(tmp_path / "log") for r in read_records(p)]
+        current = await store.current()
+    finally:
+        log.close()
+        await store.aclose()
+    published = {(e.service, e.target, e.vantage) for e in monitor.board.ordered()}
+    assert {(r["service"], r["target"], r["vantage"]) for r in current} == published
+    assert stored and all(r in logged for r in stored)  # the very records the log got
+
+
+async def test_probe_has_bounds_of_its_own() -> None:
+    script, prober = Script(config()), Script(config())
+    monitor = Monitor(script.config, measurer=lambda _: script, probe_measurer=lambda _: prober)
+    target = next(s.target for s in slots_for(monitor.config) if s.target.url == URL)
+    vantage = monitor.config.vantage("censored")
+    assert vantage is not None
+    result = await monitor.probe(target, vantage, "open")
+    assert result.verdict is Verdict.OK
+    assert prober.calls == [(URL, "censored")] and script.calls == []
+    await monitor.aclose()
+    assert script.closed and prober.closed

@@ -23,14 +23,16 @@ from typing import Any
 import bcrypt
 import pytest
 import yaml
+from aiohttp.web import HTTPBadRequest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.server import parse_listen
+from exporter.server import TargetIndex, admitted_target, parse_listen
 from exporter.webconfig import WebConfigError, load_web_config
+from probes.config import parse_config
 from probes.lab import LabThread
 
 #: Upper bound on waiting for something the server must eventually do; a hang guard, not a
@@ -472,3 +474,37 @@ def test_demo_serves_the_lab_and_falls_back_when_the_port_is_taken(tmp_path: Pat
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 0
+
+
+# --- /probe's target index ------------------------------------------------------------------------
+
+INDEXED = """
+version: 1
+vantages: [{name: v, resolver: 127.0.0.1:5353}]
+canaries: [https://canary.lifeline.test/]
+services:
+  - {name: first, targets: [https://a.lifeline.test/, https://canary.lifeline.test/]}
+  - {name: second, targets: [https://a.lifeline.test/, https://b.lifeline.test/]}
+probe: {allow: ["https://*.allowed.lifeline.test/*"]}
+"""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a.lifeline.test/",
+        "https://b.lifeline.test/",
+        "https://canary.lifeline.test/",
+        "https://x.allowed.lifeline.test/page",
+    ],
+)
+def test_the_target_index_admits_what_the_scan_admits(url: str) -> None:
+    config = parse_config(INDEXED)
+    assert TargetIndex(config).admit(url) == admitted_target(config, url)
+
+
+def test_the_target_index_refuses_what_the_config_does_not_name() -> None:
+    index = TargetIndex(parse_config(INDEXED))
+    with pytest.raises(HTTPBadRequest):
+        index.admit("https://elsewhere.lifeline.test/")
+    assert index.admit("https://a.lifeline.test/")[0] == "first"  # the first service naming it
