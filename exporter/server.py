@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -110,29 +110,21 @@ class _PageSource:
 
 async def window_for(monitor: Monitor, query: Mapping[str, str]) -> dict[str, Any]:
     """The window document for the current verdicts and the store's timeline (400 on bad input)."""
-    from exporter.window import parse_when
-    from exporter.windowcmd import change_dicts, window_document
+    from exporter.windowcmd import change_dicts, window_document, window_options
 
     try:
-        duration = timedelta(seconds=parse_duration(query.get("duration", "1h")))
-        within = timedelta(seconds=parse_duration(query.get("within", "72h")))
-        not_before = parse_when(query["not_before"]) if query.get("not_before") else None
-        check = parse_when(query["check"]) if query.get("check") else None
+        options = window_options(
+            duration=query.get("duration", "1h"),
+            within=query.get("within", "72h"),
+            not_before=query.get("not_before"),
+            check=query.get("check"),
+        )
     except ValueError as exc:
         raise _bad(str(exc)) from None
     store = monitor.store
     changes = [] if store is None else change_dicts(await store.changes())
     current = list(status_document(monitor.board).get("results") or [])
-    return window_document(
-        monitor.config,
-        current,
-        changes,
-        duration=duration,
-        now=datetime.now(UTC),
-        within=within,
-        not_before=not_before,
-        check=check,
-    )
+    return window_document(monitor.config, current, changes, now=datetime.now(UTC), **options)
 
 
 def _add_status_page(app: web.Application, monitor: Monitor) -> None:

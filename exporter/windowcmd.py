@@ -24,7 +24,14 @@ from exporter.window import (
 from probes.config import parse_duration
 from probes.model import Config
 
-__all__ = ["change_dicts", "evaluate", "history", "run_window", "window_document"]
+__all__ = [
+    "change_dicts",
+    "evaluate",
+    "history",
+    "run_window",
+    "window_document",
+    "window_options",
+]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -59,6 +66,19 @@ def change_dicts(changes: Iterable[Any]) -> list[dict[str, Any]]:
         }
         for c in changes
     ]
+
+
+def window_options(
+    *, duration: str, within: str = "72h", not_before: str | None = None, check: str | None = None
+) -> dict[str, Any]:
+    """The options of :func:`evaluate` from their text (CLI flags, API query); ValueError says
+    which one is wrong."""
+    return {
+        "duration": timedelta(seconds=parse_duration(duration)),
+        "within": timedelta(seconds=parse_duration(within)),
+        "not_before": parse_when(not_before) if not_before else None,
+        "check": parse_when(check) if check else None,
+    }
 
 
 def evaluate(
@@ -104,24 +124,14 @@ def run_window(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     try:
-        duration = timedelta(seconds=parse_duration(args.duration))
-        within = timedelta(seconds=parse_duration(args.within))
-        not_before = parse_when(args.not_before) if args.not_before else None
-        check = parse_when(args.check) if args.check else None
+        options = window_options(
+            duration=args.duration, within=args.within, not_before=args.not_before, check=args.check
+        )
     except ValueError as exc:
         print(f"lifeline: window: {exc}", file=sys.stderr)
         return EXIT_USAGE
     current, changes = history(config, args.data_dir)
-    regions, scores = evaluate(
-        config,
-        current,
-        changes,
-        duration=duration,
-        now=datetime.now(UTC),
-        within=within,
-        not_before=not_before,
-        check=check,
-    )
+    regions, scores = evaluate(config, current, changes, now=datetime.now(UTC), **options)
     if not regions:
         print(
             "lifeline: window: no watched regions: give non-control vantages a `timezone`",
