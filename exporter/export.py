@@ -17,7 +17,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -752,10 +752,19 @@ def format_duration(seconds: float) -> str:
 
 
 def incidents(
-    changes: Iterable[VerdictChange], *, now: float | None = None
+    changes: Iterable[VerdictChange],
+    *,
+    now: float | None = None,
+    last_measured: Mapping[tuple[str, str, str], str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Non-ok periods of a timeline, newest first, with their durations (ongoing ones until now)."""
+    """Non-ok periods of a timeline, newest first, with their durations (ongoing ones until now).
+
+    ``last_measured`` (the store's latest measurement time per key) says when an
+    ongoing period was last confirmed: "ongoing" from a daemon that stopped an hour
+    ago must not read as "blocked right now".
+    """
     now = time.time() if now is None else now
+    seen = last_measured or {}
     out: list[tuple[float, dict[str, Any]]] = []
     for c in changes:
         if c.verdict == Verdict.OK:
@@ -774,6 +783,9 @@ def incidents(
                     "since": c.since,
                     "until": c.until,
                     "ongoing": c.until is None,
+                    "last_measured": (
+                        seen.get((c.service, c.target, c.vantage)) if c.until is None else None
+                    ),
                     "duration_s": round(max(0.0, end - start), 3),
                     "duration": format_duration(end - start),
                 },
@@ -786,7 +798,10 @@ def incidents(
 def _incident_table(items: Sequence[dict[str, Any]]) -> str:
     if not items:
         return "no incidents: every recorded period is ok\n"
-    head = ("SINCE", "UNTIL", "DURATION", "SERVICE", "TARGET", "VANTAGE", "VERDICT", "REASON")
+    head = (
+        "SINCE", "UNTIL", "DURATION", "SERVICE", "TARGET", "VANTAGE", "VERDICT",
+        "LAST MEASURED", "REASON",
+    )  # fmt: skip
     rows = [
         (
             i["since"],
@@ -796,15 +811,17 @@ def _incident_table(items: Sequence[dict[str, Any]]) -> str:
             i["target"],
             i["vantage"],
             i["verdict"],
+            (i["last_measured"] or "unknown") if i["ongoing"] else "-",
             i["reason"],
         )
         for i in items
     ]
-    widths = [max(len(head[k]), *(len(str(r[k])) for r in rows)) for k in range(7)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + "  " + head[7]]
+    last = len(head) - 1  # the reason is not padded
+    widths = [max(len(head[k]), *(len(str(r[k])) for r in rows)) for k in range(last)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + "  " + head[last]]
     for r in rows:
         lines.append(
-            "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[7]
+            "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[last]
         )
     ongoing = sum(1 for i in items if i["ongoing"])
     lines += ["", f"{len(items)} incidents, {ongoing} ongoing"]
@@ -820,7 +837,8 @@ def run_incidents(args: argparse.Namespace) -> int:
     if store is None:
         return EXIT_FOUND
     try:
-        items = incidents(store.changes())
+        seen = {(r["service"], r["target"], r["vantage"]): r["time"] for r in store.current()}
+        items = incidents(store.changes(), last_measured=seen)
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_FOUND

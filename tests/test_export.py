@@ -395,6 +395,8 @@ def test_incidents_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     newest, older = doc["incidents"]
     assert (newest["vantage"], newest["verdict"], newest["ongoing"]) == ("kz", "tcp_blocked", True)
     assert newest["until"] is None
+    assert newest["last_measured"] == iso(T0 + 9000)  # when the ongoing period was confirmed
+    assert older["last_measured"] is None
     assert (older["vantage"], older["verdict"], older["ongoing"]) == ("ir", "dns_blocked", False)
     assert older["duration"] == "2h 13m" and older["duration_s"] == 2 * 3600 + 13 * 60
     assert older["since"] == iso(T0 + 600)
@@ -415,7 +417,8 @@ def test_incidents_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "VANTAGE",
         "VERDICT",
     ]
-    assert "ongoing" in newest and "tcp_blocked" in newest
+    assert "ongoing" in newest and "tcp_blocked" in newest and iso(T0 + 9000) in newest
+    assert "LAST MEASURED" in head
     assert "2h 13m" in older and "dns_blocked" in older and iso(T0 + 600) in older
     assert total == "2 incidents, 1 ongoing"
 
