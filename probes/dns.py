@@ -26,7 +26,7 @@ import dns.rdatatype
 from probes.deadline import Deadline
 from probes.errors import NotMeasurable, StageError, mapped
 from probes.failures import Failure
-from probes.model import ResolverSpec
+from probes.model import ResolverSpec, is_ip
 from probes.net import StageContext, VantageNet
 from probes.records import DNSAnswer, DNSQuery, DNSStage
 
@@ -74,7 +74,7 @@ async def resolve_addresses(net: VantageNet, host: str, deadline: Deadline) -> l
 
     Raises StageError with the DNS failure when there is none.
     """
-    if _is_ip(host):
+    if is_ip(host):
         return [host]
     queries = await _ask_both(net, net.vantage.resolver, host, deadline)
     addresses = _addresses(queries)
@@ -242,7 +242,7 @@ async def _doh(
     net: VantageNet, spec: ResolverSpec, query: dns.message.Message, deadline: Deadline
 ) -> dns.message.Message:
     """DNS over HTTPS (RFC 8484, POST) to the address written in the DoH URL."""
-    if not _is_ip(spec.host):
+    if not is_ip(spec.host):
         raise NotMeasurable(
             f"resolver {spec.url}: a DoH URL needs an IP address as its host, e.g. "
             "https://9.9.9.9/dns-query (lifeline never asks the system resolver)"
@@ -336,11 +336,3 @@ def _stage_failure(queries: list[DNSQuery]) -> str:
     failures = [q.failure for q in queries if q.failure]
     telling = [f for f in failures if f != Failure.DNS_NO_ANSWER]
     return (telling or failures or [Failure.DNS_NO_ANSWER])[0]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

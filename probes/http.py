@@ -32,6 +32,7 @@ from yarl import URL
 from probes.dns import resolve_addresses
 from probes.errors import StageError, failure_of, mapped
 from probes.failures import Failure
+from probes.model import is_ip
 from probes.net import OpenConnection, StageContext
 from probes.records import HTTPHop, HTTPStage
 from probes.tcp import MAX_ATTEMPTS
@@ -196,7 +197,7 @@ def next_url(url: URL, location: str, reach: frozenset[str]) -> URL:
         raise StageError(Failure.HTTP_BAD_REDIRECT, f"bad Location {shown!r}") from exc
     if target.scheme not in ("http", "https") or not host:
         raise StageError(Failure.HTTP_BAD_REDIRECT, f"redirect to {shown!r}")
-    if _is_ip(host) and not within_reach(host, reach):
+    if is_ip(host) and not within_reach(host, reach):
         raise StageError(
             Failure.HTTP_BAD_REDIRECT, f"redirect to {host}: outside the target's reach"
         )
@@ -232,20 +233,12 @@ def target_reach(ctx: StageContext) -> frozenset[str]:
     addresses = list(dns.addresses) if dns is not None else []
     if ctx.target.host_is_ip:
         addresses.append(ctx.target.host)
-    kinds = {address_reach(a) for a in addresses if _is_ip(a)}
+    kinds = {address_reach(a) for a in addresses if is_ip(a)}
     return frozenset(k for k in kinds if k is not None) | {"global"}
 
 
 def within_reach(address: str, reach: frozenset[str]) -> bool:
-    return _is_ip(address) and address_reach(address) in reach
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return is_ip(address) and address_reach(address) in reach
 
 
 async def _final(

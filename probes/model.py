@@ -48,11 +48,7 @@ class Target:
 
     @property
     def host_is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
+        return is_ip(self.host)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -93,7 +89,7 @@ class Target:
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
             raise ValueError(f"no host in {shown!r}")
-        if not _HOST_RE.fullmatch(host) and not _is_ip(host):
+        if not _HOST_RE.fullmatch(host) and not is_ip(host):
             raise ValueError(f"bad host {host!r} in {shown!r}: use an ASCII name or an IP address")
         if port == 0:
             raise ValueError(f"port 0 in {shown!r}")
@@ -101,7 +97,7 @@ class Target:
             raise ValueError(f"{scheme}:// targets need a port: {shown!r}")
         if scheme == "dns" and (port is not None or parts.path not in ("", "/")):
             raise ValueError(f"dns:// targets are a bare name: {shown!r}")
-        if scheme == "dns" and _is_ip(host):
+        if scheme == "dns" and is_ip(host):
             raise ValueError(f"dns:// needs a name, not an address: {shown!r}")
         path = parts.path or "/"
         if parts.query:
@@ -132,7 +128,8 @@ def redact_url(url: str) -> str:
     return (head + sep + authority + slash + tail)[:200]
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """True for an IP literal (v4 or v6, no brackets)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
