@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 from exporter.logs import BadLine, read_lines
 from exporter.store import DB_NAME, Store, StoreError, VerdictChange, parse_time
 from probes import __version__
-from probes.model import CANARY_SERVICE, Config
+from probes.model import CANARY_SERVICE, Config, Storage
 from probes.records import Measurement, Result, Verdict
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ __all__ = [
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
 INCIDENTS_SCHEMA = "lifeline.incidents/1"
-DEFAULT_DATA_DIR = "./lifeline-data"
 DEFAULT_THROTTLE_RATIO = 0.25
 
 # --- shared: where the data is, what time is meant ------------------------------------------
@@ -82,7 +81,7 @@ def _resolve_data(args: argparse.Namespace) -> tuple[Path, Config | None] | None
             return None
     if args.data_dir:
         return Path(args.data_dir), config
-    return Path(config.storage.dir if config else DEFAULT_DATA_DIR), config
+    return Path((config.storage if config else Storage()).dir), config
 
 
 def _open_existing(directory: Path) -> Store | None:

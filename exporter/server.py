@@ -47,7 +47,6 @@ ADHOC_SERVICE = "probe"
 #: Most records one /api/v1/measurements request returns.
 MAX_RECORDS = 100_000
 DEFAULT_RECORDS = 10_000
-PRUNE_EVERY_S = 3600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -446,10 +445,8 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, server.reload_soon)
-        pruner = asyncio.create_task(_prune(store))
-        await stop.wait()
-        pruner.cancel()
-        await asyncio.gather(pruner, *server.background, return_exceptions=True)
+        await stop.wait()  # retention: the store prunes itself, at most hourly, as it writes
+        await asyncio.gather(*server.background, return_exceptions=True)
     except OSError as exc:  # the port is taken, or the cert cannot be read
         _say(f"cannot listen on {options.listen}: {exc}", err=True)
         return EXIT_FAILED
@@ -462,15 +459,6 @@ async def serve(
         await store.aclose()
     _say("stopped")
     return EXIT_OK
-
-
-async def _prune(store: Any) -> None:
-    while True:
-        await asyncio.sleep(PRUNE_EVERY_S)
-        try:
-            await store.prune()
-        except Exception as exc:  # retention is best effort; measuring goes on
-            _say(f"pruning the store failed: {exc}", err=True)
 
 
 def _url(runner: web.AppRunner, wc: WebConfig) -> str:
