@@ -99,6 +99,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent-name", default=None, metavar="NAME", help="agent name (default: the host name)"
     )
+    p.add_argument(
+        "--workers",
+        default="0",
+        metavar="N",
+        help="measure in N worker processes, or 'auto' (one per CPU); 0 (default): in-process",
+    )
 
     p = sub.add_parser("export", help="measurements from the store, streamed")
     p.add_argument("--data-dir", default=None, metavar="D")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import heapq
 import math
 import random
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from exporter.logs import ProbeLog
     from exporter.store import AsyncStore
     from probes.runner import Job, Observations
+    from probes.workers import MeasuringPool
 
 __all__ = [
     "Board",
@@ -514,18 +516,18 @@ def _fd_limit() -> int:
     return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def _probe_runner(config: Config) -> Measurer:
+def _probe_runner(config: Config, pool: MeasuringPool | None = None) -> Measurer:
     """The runner behind /probe: the runner's default bounds, not shared with the schedule."""
     from probes.runner import Runner
 
-    return Runner(config)
+    return Runner(config, pool=pool)
 
 
-def _runner(config: Config) -> Measurer:
+def _runner(config: Config, pool: MeasuringPool | None = None) -> Measurer:
     from probes.runner import Runner
 
     total, per_vantage = runner_bounds(config)
-    return Runner(config, concurrency=total, per_vantage=per_vantage)
+    return Runner(config, concurrency=total, per_vantage=per_vantage, pool=pool)
 
 
 class Monitor:
@@ -541,10 +543,12 @@ class Monitor:
         probe_measurer: MeasurerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        pool: MeasuringPool | None = None,
     ) -> None:
         """``probe_measurer`` measures for /probe, within bounds of its own so that
         on-demand probes and the schedule do not take each other's places; by
-        default a runner of its own when ``measurer`` is the default, else ``measurer``."""
+        default a runner of its own when ``measurer`` is the default, else ``measurer``.
+        ``pool``: the default runners measure in these worker processes (``--workers``)."""
         from probes.runner import Observations
 
         self.board = Board(config)
@@ -552,10 +556,15 @@ class Monitor:
             self.board.log_failures = lambda: log.lost_writes
         self._store = store
         self._log = log
-        self._factory = measurer
-        self._measurer = measurer(config)
         if probe_measurer is None and measurer is _runner:
             probe_measurer = _probe_runner
+        if pool is not None:
+            if measurer is _runner:
+                measurer = functools.partial(_runner, pool=pool)
+            if probe_measurer is _probe_runner:
+                probe_measurer = functools.partial(_probe_runner, pool=pool)
+        self._factory = measurer
+        self._measurer = measurer(config)
         self._probe_factory = probe_measurer
         self._probe_measurer = self._measurer if probe_measurer is None else probe_measurer(config)
         self._clock = clock

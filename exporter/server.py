@@ -57,6 +57,7 @@ class ServeOptions:
     data_dir: str | None = None
     web: WebConfig = field(default_factory=WebConfig)
     agent: str | None = None  # agent mode (`--agent`): the name it answers hubs with
+    workers: int = 0  # measuring worker processes (`--workers`); 0: measure in this process
 
 
 def parse_listen(text: str) -> tuple[str | None, int]:
@@ -428,7 +429,20 @@ async def serve(
         await store.aclose()
         return EXIT_FAILED
     log = ProbeLog(data_dir)
-    monitor = Monitor(config, store=store, log=log)
+    pool = None
+    if options.workers:
+        from probes.workers import MeasuringPool
+
+        pool = MeasuringPool(options.workers)
+        try:
+            await pool.start()
+        except OSError as exc:
+            _say(f"cannot start {options.workers} measuring workers: {exc}", err=True)
+            await pool.aclose()
+            log.close()
+            await store.aclose()
+            return EXIT_FAILED
+    monitor = Monitor(config, store=store, log=log, pool=pool)
     server = Server(monitor, config_path=config.path, web_config=options.web, agent=options.agent)
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=config.defaults.timeout)
     stop = stop or asyncio.Event()
@@ -455,6 +469,8 @@ async def serve(
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         await monitor.aclose()
+        if pool is not None:
+            await pool.aclose()
         log.close()
         await store.aclose()
     _say("stopped")
@@ -488,7 +504,16 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions | None:
         import socket
 
         agent = args.agent_name or socket.gethostname()
-    return ServeOptions(listen=args.listen, data_dir=args.data_dir, web=web_config, agent=agent)
+    from probes.workers import parse_workers
+
+    try:
+        workers = parse_workers(getattr(args, "workers", "0"))
+    except ValueError as exc:
+        print(f"lifeline: {exc}", file=sys.stderr)
+        return None
+    return ServeOptions(
+        listen=args.listen, data_dir=args.data_dir, web=web_config, agent=agent, workers=workers
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from probes.records import DNSStage, HTTPStage, Measurement, TCPStage, TLSStage
 from probes.tcp import tcp_stage
 from probes.tls import tls_stage
 
-__all__ = ["STAGES", "StageFn", "measure"]
+__all__ = ["STAGES", "StageFn", "blank_measurement", "measure"]
 
 StageRecord = DNSStage | TCPStage | TLSStage | HTTPStage
 StageFn = Callable[[StageContext], Awaitable[StageRecord]]
@@ -52,14 +52,7 @@ async def measure(
 ) -> Measurement:
     """Measure ``target`` from ``vantage`` within ``timeout`` seconds; never raises."""
     started = time.monotonic()
-    measurement = Measurement(
-        target=target.url,
-        vantage=vantage.name,
-        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        service=service,
-        expect_status=list(target.expect_status),
-        throughput=target.throughput,
-    )
+    measurement = blank_measurement(target, vantage, service)
     ctx = StageContext(
         target=target,
         vantage=vantage,
@@ -78,6 +71,18 @@ async def measure(
         ctx.close()
     measurement.duration_s = time.monotonic() - started
     return measurement
+
+
+def blank_measurement(target: Target, vantage: Vantage, service: str) -> Measurement:
+    """A measurement of ``target`` from ``vantage`` dated now, no stage run yet."""
+    return Measurement(
+        target=target.url,
+        vantage=vantage.name,
+        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        service=service,
+        expect_status=list(target.expect_status),
+        throughput=target.throughput,
+    )
 
 
 async def _run_stages(ctx: StageContext, stop: frozenset[str]) -> None:

@@ -20,6 +20,7 @@ from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.net import VantageNet
 from probes.records import Measurement, Result
 from probes.remote import RemoteAgents
+from probes.workers import MeasuringPool
 
 __all__ = ["Job", "Observations", "Runner", "jobs_for", "judge"]
 
@@ -141,8 +142,12 @@ class Runner:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         per_vantage: int = DEFAULT_PER_VANTAGE,
+        pool: MeasuringPool | None = None,
     ) -> None:
+        """``pool``: measure local vantages in worker processes (``serve --workers``);
+        the runner does not own it and does not close it."""
         self.config = config
+        self._pool = pool
         self.fingerprints = FingerprintSet.build(config.fingerprints)
         self._stop = self.fingerprints.injected_addresses()
         self._nets: dict[str, VantageNet] = {}
@@ -175,6 +180,12 @@ class Runner:
                 return await self._agents.measure(
                     job.target, vantage, timeout=self._timeout,
                     max_body_bytes=self._max_body, service=job.service,
+                )  # fmt: skip
+            if self._pool is not None:
+                return await self._pool.measure(
+                    job.target, vantage, ca_file=self.config.defaults.ca_file,
+                    timeout=self._timeout, max_body_bytes=self._max_body,
+                    service=job.service, stop_addresses=self._stop,
                 )  # fmt: skip
             return await measure(
                 job.target,

@@ -1,0 +1,194 @@
+"""Measuring in worker processes (`serve --workers N`): same verdicts, honest failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from probes.classify import classify
+from probes.config import load_config
+from probes.failures import UNKNOWN_PREFIX
+from probes.fingerprints import FingerprintSet
+from probes.lab import LabThread
+from probes.model import ResolverSpec, Target, Vantage
+from probes.runner import Runner
+from probes.workers import MeasuringPool, parse_workers
+from tests.test_serve import fast_config, http, metric, ready, start_serve, stop, verdicts, wait_for
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return {int(p) for p in path.read_text().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_the_lab_catalogue_is_judged_the_same_through_workers(lab: LabThread) -> None:
+    config = load_config(lab.control_config_path)
+    pool = MeasuringPool(2)
+    await pool.start()
+    try:
+        async with Runner(config, pool=pool) as runner:
+            results = await runner.run_round()
+        pids = pool.pids()
+        assert len(pids) == 2 and os.getpid() not in pids
+    finally:
+        await pool.aclose()
+    got = {
+        (r.measurement.service, r.measurement.target, r.measurement.vantage): r.verdict.value
+        for r in results
+    }
+    expected = lab.expected_for(with_control=True)
+    wrong = {
+        (e["service"], e["target"], e["vantage"]): (
+            got.get((e["service"], e["target"], e["vantage"])),
+            e["verdict"],
+        )
+        for e in expected
+        if got.get((e["service"], e["target"], e["vantage"])) != e["verdict"]
+    }
+    assert not wrong, wrong
+    assert not any(_alive(p) for p in pids), "the workers outlived the pool"
+
+
+@pytest.fixture
+def silent_server() -> socket.socket:
+    """Accepts TCP connections on loopback and never says a word (a TLS handshake hangs)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    yield srv
+    srv.close()
+
+
+async def test_a_worker_that_dies_gives_an_error_and_is_replaced(
+    silent_server: socket.socket,
+) -> None:
+    port = silent_server.getsockname()[1]
+    target = Target.parse(f"https://127.0.0.1:{port}/")
+    # an IP-literal target resolves nothing; the resolver is loopback all the same
+    vantage = Vantage("v", ResolverSpec("udp", "127.0.0.1", 9))
+    pool = MeasuringPool(1)
+    await pool.start()
+    try:
+        (pid,) = pool.pids()
+        task = asyncio.create_task(
+            pool.measure(target, vantage, ca_file=None, timeout=30.0, max_body_bytes=1024)
+        )
+        silent_server.settimeout(60)
+        conn, _ = await asyncio.to_thread(silent_server.accept)  # the worker connected
+        with conn:  # and waits for a ServerHello that never comes
+            os.kill(pid, signal.SIGKILL)
+            m = await task
+        assert m.error is not None and m.error.startswith(UNKNOWN_PREFIX), m.error
+        assert (
+            classify(
+                m,
+                control=None,
+                canaries=(),
+                fingerprints=FingerprintSet.build(),
+                throttle_ratio=0.3,
+            ).verdict
+            == "error"
+        )
+        assert "measuring worker 0" in m.error and "-9" in m.error, m.error
+        assert (m.target, m.vantage) == (target.url, "v")
+        for _ in range(500):  # replaced (a hang guard, not a timing)
+            if pool.pids() and pool.pids() != [pid]:
+                break
+            await asyncio.sleep(0.02)
+        assert pool.pids() and pool.pids() != [pid]
+        assert pool.restarts == 1
+        # the new worker measures: the silent server now makes the TLS stage time out
+        m = await pool.measure(target, vantage, ca_file=None, timeout=1.0, max_body_bytes=1024)
+        assert m.error is None
+        assert m.tcp is not None and m.tcp.ok
+        assert m.tls is not None and not m.tls.ok and m.tls.failure == "generic_timeout_error"
+    finally:
+        await pool.aclose()
+
+
+async def test_a_cancelled_measurement_is_stopped_in_the_worker(
+    silent_server: socket.socket,
+) -> None:
+    port = silent_server.getsockname()[1]
+    target = Target.parse(f"https://127.0.0.1:{port}/")
+    vantage = Vantage("v", ResolverSpec("udp", "127.0.0.1", 9))
+    pool = MeasuringPool(1)
+    await pool.start()
+    try:
+        task = asyncio.create_task(
+            pool.measure(target, vantage, ca_file=None, timeout=60.0, max_body_bytes=1024)
+        )
+        silent_server.settimeout(60)
+        conn, _ = await asyncio.to_thread(silent_server.accept)  # the worker connected
+        with conn:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert pool.in_flight == 0
+            conn.settimeout(60)
+            # the worker drops its connection at once rather than holding it for 60 s
+            assert await asyncio.to_thread(conn.recv, 1) == b""
+    finally:
+        await pool.aclose()
+
+
+def test_serve_with_workers_publishes_the_labs_verdicts(lab: LabThread, tmp_path: Path) -> None:
+    s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data", "--workers", "2")
+    try:
+        workers = wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
+        assert workers
+        pids = _children(s.proc.pid)
+        wait_for("the first full round", lambda: ready(s))
+        expected = {(r["service"], r["target"], r["vantage"]): r["verdict"] for r in lab.expected}
+        got = verdicts(s)
+        wrong = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
+        assert not wrong, wrong
+        blocked = next(r["target"] for r in lab.expected if r["service"] == "dns-nxdomain"
+                       and r["target"].startswith("https://"))  # fmt: skip
+        code, _, text = http(f"{s.url}probe?target={quote(blocked)}&vantage=censored")
+        assert code == 200, text
+        assert metric(text, "lifeline_verdict", verdict="dns_blocked") == [1]
+    finally:
+        assert stop(s.proc) == 0, s.err.read_text()
+    assert not any(_alive(p) for p in pids), "workers outlived serve"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"), [("x", "'x'"), ("-1", "0 (measure in-process) to 256")]
+)
+def test_bad_worker_counts_are_refused_by_name(text: str, problem: str, lab: LabThread) -> None:
+    with pytest.raises(ValueError, match="--workers"):
+        parse_workers(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "serve", "-c", str(lab.config_path),
+         "--listen", "127.0.0.1:0", f"--workers={text}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--workers" in proc.stderr and problem in proc.stderr, proc.stderr
+
+
+def test_auto_is_one_worker_per_usable_cpu() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert parse_workers("auto") == (0 if cpus < 2 else cpus)
+    assert parse_workers("3") == 3 and parse_workers("0") == 0
