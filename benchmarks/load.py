@@ -27,7 +27,7 @@ from benchmarks.procs import CpuMem, sample
 __all__ = ["KINDS", "RunResult", "run_load"]
 
 #: "lifeline-alt" is lifeline from another checkout (``--alt-tree``), probed the same way.
-KINDS = ("lifeline", "lifeline-alt", "blackbox", "blackbox-http")
+KINDS = ("lifeline", "lifeline-workers", "lifeline-alt", "blackbox", "blackbox-http")
 
 
 @dataclass(slots=True)
@@ -103,6 +103,7 @@ async def run_load(
     probes = _Probes(base, names, resolver, vantage)
     one = {
         "lifeline": probes.lifeline,
+        "lifeline-workers": probes.lifeline,
         "lifeline-alt": probes.lifeline,
         "blackbox": probes.blackbox,
         "blackbox-http": probes.blackbox_http,

@@ -2,8 +2,9 @@
 
 Both exporters run as subprocesses of the benchmark, as operators run them,
 so that /proc charges each one only its own work: CPU seconds are
-``utime + stime`` of the exporter's process (``/proc/PID/stat``), memory is
-its resident set (``VmRSS``, and the kernel's own peak ``VmHWM``).
+``utime + stime`` of the exporter's process and its children (``/proc/PID/stat``;
+``serve --workers`` measures in children), memory is their resident set
+(``VmRSS``, and the kernel's own peak ``VmHWM``, summed).
 """
 
 from __future__ import annotations
@@ -62,17 +63,51 @@ class CpuMem:
 
 
 def sample(pid: int) -> CpuMem:
-    """CPU (user + system) and memory of ``pid``, from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+    """CPU (user + system) and memory of ``pid`` and its descendants, from /proc.
+
+    ``serve --workers N`` measures in child processes: their CPU counts, as do
+    the children they have already reaped (``cutime``, ``cstime``). Memory is
+    the sum over the live processes; the peak is the sum of each one's own
+    peak, an upper bound (the processes need not peak at the same moment).
+    """
+    cpu = 0.0
     rss = peak = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
+    for p in [pid, *_descendants(pid)]:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            status = Path(f"/proc/{p}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            if p == pid:
+                raise
+            continue  # a worker that just ended
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # utime, stime, cutime, cstime (fields 14-17 of proc(5))
+        cpu += sum(int(f) for f in fields[11:15]) / _TICK
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss += int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                peak += int(line.split()[1]) * 1024
     return CpuMem(cpu, rss, peak)
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            out += kids
+            todo += kids
+    return out
 
 
 class Proc:

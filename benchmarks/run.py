@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-sched", action="store_true", help="no scheduler run")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     p.add_argument(
+        "--workers",
+        default="auto",
+        help="also measure `serve --workers N` (as lifeline-workers; default auto: one per CPU,"
+        " none on one CPU; 0: not at all)",
+    )
+    p.add_argument(
+        "--sched-workers-only",
+        action="store_true",
+        help="run the scheduler only with --workers, not also in-process",
+    )
+    p.add_argument(
         "--alt-tree",
         type=Path,
         help="another lifeline checkout (e.g. with a patch applied): its serve is measured "
@@ -69,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _defaults(args: argparse.Namespace) -> None:
+    from probes.workers import parse_workers
+
+    args.workers = parse_workers(str(args.workers))
     quick = args.quick
     for name, full, small in (
         ("names", 1000, 1000),
@@ -154,7 +168,9 @@ def _start_farm(work: Path, count: int, per_address: int) -> tuple[Proc, Plan]:
 # --- /probe side by side ---------------------------------------------------------------
 
 
-def _serve(work: Path, tag: str, config: str, tree: Path | None = None) -> tuple[Proc, str]:
+def _serve(
+    work: Path, tag: str, config: str, tree: Path | None = None, workers: int = 0
+) -> tuple[Proc, str]:
     path = work / f"{tag}.yaml"
     path.write_text(config)
     port = free_port()
@@ -169,6 +185,7 @@ def _serve(work: Path, tag: str, config: str, tree: Path | None = None) -> tuple
         f"127.0.0.1:{port}",
         "--data-dir",
         str(work / f"{tag}-data"),
+        f"--workers={workers}",
     ]
     proc = start(f"lifeline serve ({tag})", argv, work / f"{tag}.log", tree=tree)
     base = f"http://127.0.0.1:{port}"
@@ -192,14 +209,14 @@ def _blackbox(work: Path, exe: str, plan: Plan, names: list[Name]) -> tuple[Proc
     return proc, base
 
 
-def _agreement(runs: list[RunResult], names: list[Name]) -> dict[str, Any]:
-    """Per target: did lifeline and blackbox (DNS+HTTP) give the same probe_success, always?"""
+def _agreement(runs: list[RunResult], names: list[Name], kind: str = "lifeline") -> dict[str, Any]:
+    """Per target: did ``kind`` and blackbox (DNS+HTTP) give the same probe_success, always?"""
     seen: dict[str, dict[int, set[int]]] = {}
     for r in runs:
         merged = seen.setdefault(r.kind, {})
         for i, values in r.outcomes.items():
             merged.setdefault(i, set()).update(values)
-    life, box = seen.get("lifeline", {}), seen.get("blackbox", {})
+    life, box = seen.get(kind, {}), seen.get("blackbox", {})
     both = sorted(set(life) & set(box))
     differ = [i for i in both if life[i] != box[i] or len(life[i]) != 1]
     wrong = [i for i in life if life[i] != {int(names[i].should_succeed)}]
@@ -207,7 +224,7 @@ def _agreement(runs: list[RunResult], names: list[Name]) -> dict[str, Any]:
         "targets_compared": len(both),
         "disagreements": len(differ),
         "examples": [
-            {"target": names[i].url, "lifeline": sorted(life[i]), "blackbox": sorted(box[i])}
+            {"target": names[i].url, kind: sorted(life[i]), "blackbox": sorted(box[i])}
             for i in differ[:5]
         ],
         "lifeline_unexpected": len(wrong),
@@ -223,6 +240,10 @@ def probe_comparison(args: argparse.Namespace, work: Path, plan: Plan) -> dict[s
     procs = [life]
     bases = {"lifeline": (life_base, life)}
     try:
+        if args.workers:
+            pooled, pooled_base = _serve(work, "probe-workers", config, workers=args.workers)
+            procs.append(pooled)
+            bases["lifeline-workers"] = (pooled_base, pooled)
         if args.alt_tree is not None:
             alt, alt_base = _serve(work, "probe-alt", config, tree=args.alt_tree)
             procs.append(alt)
@@ -307,6 +328,19 @@ def _probe_summary(
         "exporters": per_kind,
         "agreement": _agreement(runs, names),
     }
+    if "lifeline-workers" in per_kind:
+        out["workers"] = args.workers
+        out["agreement_workers"] = _agreement(runs, names, "lifeline-workers")
+        if "blackbox" in per_kind:
+            out["ratio_workers_over_blackbox"] = round(
+                per_kind["lifeline-workers"]["probes_per_s"] / per_kind["blackbox"]["probes_per_s"],
+                2,
+            )
+            out["median_run_ratio_workers"] = round(
+                statistics.median(per_kind["lifeline-workers"]["probes_per_s_runs"])
+                / statistics.median(per_kind["blackbox"]["probes_per_s_runs"]),
+                2,
+            )
     if "lifeline-alt" in per_kind:
         out["ratio_alt_over_lifeline"] = round(
             per_kind["lifeline-alt"]["probes_per_s"] / per_kind["lifeline"]["probes_per_s"], 2
@@ -332,13 +366,20 @@ def _probe_summary(
 
 
 def scheduler_run(
-    args: argparse.Namespace, work: Path, plan: Plan, farm_pid: int, tree: Path | None = None
+    args: argparse.Namespace,
+    work: Path,
+    plan: Plan,
+    farm_pid: int,
+    tree: Path | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     names = plan.names[: args.sched_targets]
     config = lifeline_config(
         plan, names, vantages=args.vantages, interval_s=args.interval, data_dir=str(work / "s")
     )
-    proc, base = _serve(work, "sched" if tree is None else "sched-alt", config, tree=tree)
+    tag = "sched" if tree is None else "sched-alt"
+    tag += f"-w{workers}" if workers else ""
+    proc, base = _serve(work, tag, config, tree=tree, workers=workers)
     try:
         result: SchedResult = asyncio.run(
             watch_schedule(
@@ -377,7 +418,13 @@ def _print_report(report: dict[str, Any]) -> None:
                 f"(vs. blackbox without DNS: {probe['ratio_lifeline_over_blackbox_http_only']})"
             )
         print(f"  agreement: {json.dumps(probe['agreement'])}")
-    for key in ("scheduler", "scheduler_alt"):
+        if "ratio_workers_over_blackbox" in probe:
+            print(
+                f"  ratio lifeline --workers {probe['workers']}/blackbox: "
+                f"{probe['ratio_workers_over_blackbox']}"
+            )
+            print(f"  agreement (--workers): {json.dumps(probe['agreement_workers'])}")
+    for key in ("scheduler", "scheduler_workers", "scheduler_alt"):
         if report.get(key):
             print(f"\n{key}: {json.dumps(report[key])}")
     if probe and "ratio_alt_over_lifeline" in probe:
@@ -406,7 +453,13 @@ def inside(args: argparse.Namespace) -> int:
                     f"every {args.interval:g} s for {args.sched_rounds:g} intervals",
                     flush=True,
                 )
-                report["scheduler"] = scheduler_run(args, work, plan, farm.pid)
+                if not args.sched_workers_only:
+                    report["scheduler"] = scheduler_run(args, work, plan, farm.pid)
+                if args.workers:
+                    print(f"scheduler with --workers {args.workers}", flush=True)
+                    report["scheduler_workers"] = scheduler_run(
+                        args, work, plan, farm.pid, workers=args.workers
+                    )
                 if args.alt_tree is not None:
                     print(f"scheduler again, lifeline from {args.alt_tree}", flush=True)
                     report["scheduler_alt"] = scheduler_run(

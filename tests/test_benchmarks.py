@@ -81,6 +81,8 @@ def test_runner_smoke(tmp_path: Path) -> None:
         "4",
         "--sched-rounds",
         "1.5",
+        "--workers",
+        "2",
         "--out",
         str(out),
     ]
@@ -96,6 +98,12 @@ def test_runner_smoke(tmp_path: Path) -> None:
         assert probe["exporters"]["blackbox"]["errors"] == 0
         assert probe["agreement"]["disagreements"] == 0
         assert "ratio_lifeline_over_blackbox" in probe
+    pooled = probe["exporters"]["lifeline-workers"]  # serve --workers 2, same load
+    assert pooled["errors"] == 0
+    assert probe["agreement_workers"]["lifeline_unexpected"] == 0
+    if blackbox_path() is not None:
+        assert probe["agreement_workers"]["disagreements"] == 0
+    assert report["scheduler_workers"]["keys"] == 40
     sched = report["scheduler"]
     assert sched["keys"] == 40
     assert sched["skipped"] >= 0  # read from the final /metrics scrape
