@@ -11,7 +11,9 @@ import hashlib
 import ipaddress
 import ssl
 
+import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rrset
 import pytest
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from probes.dns import MAX_ANSWERS, _addresses, _parse_reply, _record
+from probes.dns import MAX_ANSWERS, _addresses, _fast_record, _parse_reply, _Question, _record
 from probes.errors import StageError, failure_of
 from probes.failures import Failure, is_known
 from probes.http import (
@@ -284,3 +286,100 @@ def test_http_host_is_none_or_a_short_name(data: bytes) -> None:
 
 def test_http_host_of_the_sample_request() -> None:
     assert clienthello.http_host(_REQUEST) == HOST
+
+
+# --- DNS: the fast reader reads what dnspython reads, or leaves it to dnspython ----------
+
+_LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=63)
+
+
+@FAST
+@given(st.lists(_LABEL, min_size=1, max_size=5), st.sampled_from(["A", "AAAA"]))
+def test_the_hand_written_query_is_dnspythons(labels: list[str], qtype: str) -> None:
+    host = ".".join(labels)
+    ask = _Question.make(host, qtype)
+    assert ask.wire == dns.message.make_query(host, qtype, id=ask.id).to_wire()
+    assert ask.message().to_wire() == ask.wire
+
+
+def _any_case(text: str, flips: int) -> str:
+    return "".join(c.upper() if (flips >> (i % 16)) & 1 else c for i, c in enumerate(text))
+
+
+_TTLS = st.one_of(st.integers(0, 86400), st.just(2**31 - 1), st.just(2**31), st.just(2**32 - 1))
+_FAST_RRSETS = st.one_of(
+    _RRSETS,
+    st.builds(lambda n, a, t, f: dns.rrset.from_text(_any_case(n, f), t, "IN", "A", *a), _NAMES,
+              st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=4), _TTLS,
+              st.integers(0, 2**16)),
+    st.builds(lambda n, a, t: dns.rrset.from_text(n, t, "IN", "AAAA", *a), _NAMES,
+              st.lists(st.ip_addresses(v=6).map(str), min_size=1, max_size=3), _TTLS),
+    st.builds(lambda n, c, t, f: dns.rrset.from_text(n, t, "IN", "CNAME", _any_case(c, f)),
+              _NAMES, _NAMES, _TTLS, st.integers(0, 2**16)),
+)  # fmt: skip
+
+
+def _same_as_dnspython(wire: bytes, ask: _Question) -> bool:
+    """The fast reader agrees with dnspython on ``wire``; True when it read it itself."""
+    fast = _fast_record(wire, ask)
+    if fast is None:
+        return False
+    reply = _parse_reply(wire, ask.message())  # dnspython must accept it as our reply
+    assert reply is not None
+    slow = _record(reply, HOST, ask.qtype, 0.0)
+    assert (fast.qtype, fast.ok, fast.failure, fast.rcode) == (
+        slow.qtype, slow.ok, slow.failure, slow.rcode
+    )  # fmt: skip
+    assert fast.answers == slow.answers
+    return True
+
+
+@settings(FAST, max_examples=600)
+@given(
+    st.sampled_from(["A", "AAAA"]),
+    st.sampled_from([0, 1, 2, 3, 4, 5, 9, 15]),
+    st.lists(_FAST_RRSETS, max_size=12),
+    st.booleans(),
+)
+def test_the_fast_reader_agrees_with_dnspython(
+    qtype: str, rcode: int, rrsets: list[dns.rrset.RRset], shout: bool
+) -> None:
+    ask = _Question.make(HOST, qtype)
+    response = dns.message.make_response(ask.message())
+    response.set_rcode(dns.rcode.Rcode(rcode))
+    response.answer.extend(rrsets)
+    if shout:  # a resolver may echo the question in another case (0x20 encoding)
+        response.question[0].name = dns.name.from_text(HOST.upper())
+    _same_as_dnspython(response.to_wire(), ask)
+
+
+@settings(FAST, max_examples=1500)
+@given(st.data())
+def test_the_fast_reader_on_mutated_replies(data: st.DataObject) -> None:
+    ask = _Question.make(HOST, "A")
+    response = dns.message.make_response(ask.message())
+    owner = f"{HOST}."
+    response.answer.append(dns.rrset.from_text(owner, 60, "IN", "CNAME", "edge.lifeline.test."))
+    response.answer.append(
+        dns.rrset.from_text("edge.lifeline.test.", 60, "IN", "A", "127.0.0.1", "127.0.0.2")
+    )
+    base = response.to_wire()
+    edits = st.lists(st.tuples(st.integers(2, len(base) - 1), st.integers(0, 255)), max_size=3)
+    keep = st.one_of(st.just(len(base)), st.integers(2, len(base)))
+    wire = data.draw(st.one_of(_mutated(base), st.builds(_apply, st.just(base), edits, keep)))
+    try:
+        _same_as_dnspython(wire, ask)
+    except StageError:
+        raise AssertionError("the fast reader took a reply dnspython refuses") from None
+
+
+def test_the_fast_reader_takes_the_common_reply_and_leaves_the_rest() -> None:
+    ask = _Question.make(HOST, "A")
+    response = dns.message.make_response(ask.message())
+    response.answer.append(dns.rrset.from_text(f"{HOST}.", 60, "IN", "A", "127.0.0.1"))
+    assert _same_as_dnspython(response.to_wire(), ask)  # read without dnspython
+    response.authority.append(dns.rrset.from_text("lifeline.test.", 60, "IN", "NS", "ns.test."))
+    assert _fast_record(response.to_wire(), ask) is None  # another section: dnspython's
+    response.authority.clear()
+    response.flags |= dns.flags.TC
+    assert _fast_record(response.to_wire(), ask) is None  # truncated: dnspython (then TCP)
