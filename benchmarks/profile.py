@@ -37,7 +37,11 @@ def summarise(raw: str, top: int = 25) -> str:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [_short(f) for f in stack.split(";")]
+        # with --subprocesses py-spy roots each stack in "process PID:..." frames: dropped,
+        # so that serve and its workers add up per function
+        frames = [_short(f) for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
         if frames[-1].startswith("_worker ("):
             continue  # an idle pool thread (the store's), not CPU
         total += n
@@ -68,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--keep", type=Path, help="copy py-spy's raw collapsed stacks here")
+    p.add_argument(
+        "--workers", type=int, default=0, help="profile `serve --workers N` (and its workers)"
+    )
     args = p.parse_args(argv)
     spy = shutil.which("py-spy")
     if spy is None:
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             names = plan.names[: args.names]
             config = lifeline_config(plan, names, vantages=1, interval_s=86400, data_dir=str(work))
-            serve, base = _serve(work, "profile", config)
+            serve, base = _serve(work, "profile", config, workers=args.workers)
             try:
                 raw = work / "profile.txt"
                 spy_proc = subprocess.Popen(
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         str(raw),
                         "-r",
                         "200",
+                        *(["--subprocesses"] if args.workers else []),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
