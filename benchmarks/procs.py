@@ -60,6 +60,7 @@ class CpuMem:
     cpu_s: float
     rss: int
     peak_rss: int
+    own_cpu_s: float = 0.0  # the process itself, without its children (serve without workers)
 
 
 def sample(pid: int) -> CpuMem:
@@ -70,7 +71,7 @@ def sample(pid: int) -> CpuMem:
     the sum over the live processes; the peak is the sum of each one's own
     peak, an upper bound (the processes need not peak at the same moment).
     """
-    cpu = 0.0
+    cpu = own = 0.0
     rss = peak = 0
     for p in [pid, *_descendants(pid)]:
         try:
@@ -83,12 +84,14 @@ def sample(pid: int) -> CpuMem:
         fields = stat[stat.rindex(")") + 2 :].split()
         # utime, stime, cutime, cstime (fields 14-17 of proc(5))
         cpu += sum(int(f) for f in fields[11:15]) / _TICK
+        if p == pid:
+            own = (int(fields[11]) + int(fields[12])) / _TICK
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 rss += int(line.split()[1]) * 1024
             elif line.startswith("VmHWM:"):
                 peak += int(line.split()[1]) * 1024
-    return CpuMem(cpu, rss, peak)
+    return CpuMem(cpu, rss, peak, own)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -37,6 +37,7 @@ class SchedResult:
     interval_s: float
     seconds: float = 0.0
     steady_cpu_cores: float = 0.0  # CPU seconds per wall second after the first interval
+    steady_main_cpu_cores: float = 0.0  # of which serve's own process (the rest: its workers)
     peak_rss: int = 0
     scrape_s: list[float] = field(default_factory=list)
     scrape_bytes: int = 0
@@ -65,6 +66,7 @@ class SchedResult:
             "seconds": round(self.seconds, 1),
             "measurements_per_s_needed": round(self.keys / self.interval_s, 1),
             "steady_cpu_cores": round(self.steady_cpu_cores, 3),
+            "steady_main_cpu_cores": round(self.steady_main_cpu_cores, 3),
             "peak_rss_mb": round(self.peak_rss / 2**20, 1),
             "scrape_s_max": round(max(scrapes), 3),
             "scrape_s_median": round(statistics.median(scrapes), 3),
@@ -121,7 +123,8 @@ async def watch_schedule(
     started = time.monotonic()
     end = started + rounds * interval_s
     steady_at = started + interval_s
-    steady_cpu: tuple[float, float, float] | None = None  # (when, serve's CPU, the farm's)
+    # (when, serve's CPU with its workers', serve's own, the farm's)
+    steady_cpu: tuple[float, float, float, float] | None = None
     next_scrape = started + SCRAPE_EVERY_S
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         while True:
@@ -131,7 +134,7 @@ async def watch_schedule(
             s = sample(proc.pid)
             result.peak_rss = max(result.peak_rss, s.peak_rss)
             if steady_cpu is None and now >= steady_at:
-                steady_cpu = (now, s.cpu_s, _cpu(farm_pid))
+                steady_cpu = (now, s.cpu_s, s.own_cpu_s, _cpu(farm_pid))
             if now >= end:
                 break
             if now >= next_scrape:
@@ -145,7 +148,8 @@ async def watch_schedule(
         if steady_cpu is not None:
             span = time.monotonic() - steady_cpu[0]
             result.steady_cpu_cores = (final.cpu_s - steady_cpu[1]) / span
-            result.farm_cpu_cores = (_cpu(farm_pid) - steady_cpu[2]) / span
+            result.steady_main_cpu_cores = (final.own_cpu_s - steady_cpu[2]) / span
+            result.farm_cpu_cores = (_cpu(farm_pid) - steady_cpu[3]) / span
         result.peak_rss = max(result.peak_rss, final.peak_rss)
     result.seconds = time.monotonic() - started
     return result
