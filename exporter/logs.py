@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from probes.records import Result
+from probes.records import Result, record_json
 
 __all__ = [
     "FSYNC_POLICIES",
@@ -58,7 +58,7 @@ _NAME = re.compile(r"^lifeline-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl(\.gz)?$")
 
 def encode_line(record: dict[str, Any]) -> bytes:
     """One record as one JSON line (UTF-8, compact, newline-terminated)."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return (record_json(record) + "\n").encode()
 
 
 def _write_whole(fd: int, data: bytes) -> None:

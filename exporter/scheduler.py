@@ -34,7 +34,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
-from probes.records import Measurement, Result, Verdict
+from probes.records import EncodedRecord, Measurement, Result, Verdict
 
 if TYPE_CHECKING:
     from exporter.logs import ProbeLog
@@ -687,7 +687,7 @@ class Monitor:
         """
         r = self._measurer.judge(m, self._observations)
         self.board.count(r)
-        record = r.to_dict()
+        record = EncodedRecord(r.to_dict())  # its JSON made once, for the log and the store
         if self._log is not None:
             self._log.write(record)
         return r, record

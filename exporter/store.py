@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from probes.records import Result
+from probes.records import Result, record_json
 
 __all__ = [
     "DB_NAME",
@@ -503,7 +503,7 @@ def _statements(script: str) -> list[str]:
 
 
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return record_json(record)  # made once by serve for the log and the store
 
 
 _T = TypeVar("_T")

@@ -23,6 +23,7 @@ with recorded answers (and handed to the engine so that it never dials them).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -202,6 +203,7 @@ class _Signature:
         return any(self.regex.search(text) for text in texts)
 
 
+@functools.lru_cache(maxsize=8192)  # the classifier asks for every answer, every measurement
 def normalize_address(address: str) -> str:
     """The canonical text of an address ("D0:0::11" -> "d0::11"), or the input lowered.
 

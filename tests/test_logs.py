@@ -271,3 +271,17 @@ def test_leftovers_of_a_crashed_run_are_gzipped_once(tmp_path: Path) -> None:
         "lifeline-2026-01-01.jsonl",
     ]
     assert _read_dir(tmp_path) == old + new
+
+
+def test_a_record_encoded_once_is_written_as_any_other(tmp_path: Path) -> None:
+    """serve encodes each record once for the log and the store: the same bytes as before."""
+    from exporter.logs import encode_line
+    from probes.records import EncodedRecord, record_json
+
+    plain = {"schema": "x", "service": "s", "target": "https://ä.test/", "reason": 'a "quote"',
+             "n": [1, 2.5, None, True]}  # fmt: skip
+    encoded = EncodedRecord(plain)
+    assert encoded == plain
+    assert encode_line(encoded) == encode_line(dict(plain))
+    assert record_json(encoded) == record_json(dict(plain))
+    assert json.loads(encode_line(encoded)) == plain
