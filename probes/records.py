@@ -310,6 +310,9 @@ def _to_dict(obj: Any) -> Any:
     cls = type(obj)
     if cls in _SCALARS:
         return obj
+    names = _FIELD_NAMES.get(cls)  # a record class seen before: the common case
+    if names is not None:
+        return {name: _to_dict(getattr(obj, name)) for name in names}
     if cls is list:
         return [_to_dict(x) for x in obj]
     if cls is dict:
