@@ -185,7 +185,7 @@ def _serve(
         f"127.0.0.1:{port}",
         "--data-dir",
         str(work / f"{tag}-data"),
-        f"--workers={workers}",
+        *([f"--workers={workers}"] if workers else []),  # (an --alt-tree may predate it)
     ]
     proc = start(f"lifeline serve ({tag})", argv, work / f"{tag}.log", tree=tree)
     base = f"http://127.0.0.1:{port}"
