@@ -6,7 +6,7 @@ Starts the lab, `lifeline serve` on a copy of its config with a short interval
 /metrics until the published verdict follows. The expected worst case is one
 interval (until the target's slot comes round) plus one confirming re-probe.
 
-    python benchmarks/detection_latency.py [--interval 4s] [--rounds 3]
+    python -m benchmarks.detection_latency [--interval 4s] [--rounds 3] [--workers N]
 
 Everything stays on 127.0.0.0/8.
 """
@@ -67,12 +67,15 @@ def _wait_for(metrics_url: str, target: str, verdict: str) -> float:
     raise TimeoutError(f"{verdict} never showed on /metrics")
 
 
-def _start_serve(config: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_serve(
+    config: Path, work: Path, workers: str = "0"
+) -> tuple[subprocess.Popen[bytes], str]:
     out = work / "serve.out"
     with out.open("wb") as stream:
         proc = subprocess.Popen(
             [sys.executable, "-m", "exporter.cli", "serve", "-c", str(config),
-             "--listen", "127.0.0.1:0", "--data-dir", str(work / "data")],
+             "--listen", "127.0.0.1:0", "--data-dir", str(work / "data"),
+             f"--workers={workers}"],
             stdout=stream, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     while proc.poll() is None:
@@ -87,6 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--interval", default="4s", help="measurement interval (>= the timeout)")
     parser.add_argument("--rounds", type=int, default=3, help="block/unblock cycles")
+    parser.add_argument("--workers", default="0", help="serve --workers (N or auto)")
     args = parser.parse_args()
     interval = parse_duration(args.interval)
     with tempfile.TemporaryDirectory(prefix="lifeline-bench-") as tmp:
@@ -101,7 +105,7 @@ def main() -> int:
                 for r in lab.expected
                 if r["service"] == "open" and r["target"].startswith("dns://")
             )
-            proc, url = _start_serve(config, work)
+            proc, url = _start_serve(config, work, args.workers)
             rules = lab.admin_url + "/rules"
             blocked, lifted = [], []
             try:
