@@ -33,6 +33,16 @@ def _children(pid: int) -> set[int]:
         return set()
 
 
+def _read_to_eof(conn: socket.socket) -> bool:
+    """Read until the peer closes (True); a 60 s silence is a hang guard, not a timing."""
+    while True:
+        try:
+            if not conn.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -136,7 +146,7 @@ async def test_a_cancelled_measurement_is_stopped_in_the_worker(
     await pool.start()
     try:
         task = asyncio.create_task(
-            pool.measure(target, vantage, ca_file=None, timeout=60.0, max_body_bytes=1024)
+            pool.measure(target, vantage, ca_file=None, timeout=300.0, max_body_bytes=1024)
         )
         silent_server.settimeout(60)
         conn, _ = await asyncio.to_thread(silent_server.accept)  # the worker connected
@@ -147,7 +157,8 @@ async def test_a_cancelled_measurement_is_stopped_in_the_worker(
             assert pool.in_flight == 0
             conn.settimeout(60)
             # the worker drops its connection at once rather than holding it for 60 s
-            assert await asyncio.to_thread(conn.recv, 1) == b""
+            # (what it sent before, its ClientHello, is read past)
+            assert await asyncio.to_thread(_read_to_eof, conn) is True
     finally:
         await pool.aclose()
 
