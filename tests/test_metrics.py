@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from exporter.metrics import (
+    CHUNK_SERIES,
     MetricsPage,
     ProbeExposition,
     encode,
@@ -291,6 +293,31 @@ def test_the_page_follows_changes_of_verdicts_times_and_the_config() -> None:
     text = page.render("application/openmetrics-text")[0].decode()
     assert OTHER not in text
     assert text == encode(registry_for(b), "application/openmetrics-text")[0].decode()
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_page_in_chunks_and_gzipped_is_the_collectors_exposition(accept: str | None) -> None:
+    """Many series (several chunks per family): written in pieces or gzipped, the same bytes."""
+    targets = ", ".join(f"https://t{i}.lifeline.test/" for i in range(CHUNK_SERIES // 2 + 10))
+    b = Board(parse_config(CONFIG.replace("https://open.lifeline.test/other", targets)))
+    for i, (service, target, vantage) in enumerate(b.keys()):
+        ok = i % 3 != 0
+        verdict = Verdict.OK if ok else Verdict.DNS_BLOCKED
+        b.publish(Result(measurement(target, vantage, service=service, ok=ok), verdict, "x"))
+    expected, content_type = encode(registry_for(b), accept)
+    page = MetricsPage(b).exposition(accept)
+    assert page.content_type == content_type
+    assert b"".join(page.chunks()) == expected
+    assert page.length == len(expected)
+    assert gzip.decompress(page.gzipped()) == expected
+
+
+def test_a_scrape_is_the_page_as_it_was_when_the_scrape_began() -> None:
+    b = board()
+    before = encode(registry_for(b), None)[0]
+    page = MetricsPage(b).exposition(None)
+    b.publish(Result(measurement(OPEN, "censored", t="2026-01-01T00:01:00Z"), Verdict.OK, "back"))
+    assert page.body() == before
 
 
 def test_label_values_are_escaped_as_the_library_escapes_them() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import gzip
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.server import TargetIndex, admitted_target, parse_listen
+from exporter.server import TargetIndex, accepts_gzip, admitted_target, parse_listen
 from exporter.webconfig import WebConfigError, load_web_config
 from probes.config import parse_config
 from probes.lab import LabThread
@@ -221,6 +222,47 @@ def test_metrics_exposition(served: Served) -> None:
     )
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert text.rstrip().endswith("# EOF")
+
+
+def raw_metrics(served: Served, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
+    request = urllib.request.Request(served.url + "metrics", headers=headers)
+    with _OPENER.open(request, timeout=60) as response:
+        return dict(response.headers), response.read()
+
+
+def test_metrics_gzipped_when_the_scraper_accepts_gzip(served: Served) -> None:
+    headers, body = raw_metrics(served, {"Accept-Encoding": "gzip"})  # what Prometheus sends
+    assert headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in headers["Vary"]
+    assert int(headers["Content-Length"]) == len(body)
+    text = gzip.decompress(body).decode()
+    assert metric(text, "lifeline_vantage_up", vantage="censored") == [1]
+    assert metric(text, "lifeline_build_info")
+    for refused in ({}, {"Accept-Encoding": "gzip;q=0, identity"}):
+        headers, body = raw_metrics(served, refused)
+        assert "Content-Encoding" not in headers
+        assert int(headers["Content-Length"]) == len(body)
+        assert metric(body.decode(), "lifeline_vantage_up", vantage="censored") == [1]
+
+
+@pytest.mark.parametrize(
+    ("header", "gzipped"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0, *", False),
+        ("br, *;q=0", False),
+        ("gzip;q=oops", False),
+    ],
+)
+def test_gzip_is_negotiated_as_rfc_9110_says(header: str | None, gzipped: bool) -> None:
+    assert accepts_gzip(header) is gzipped
 
 
 def lab_target(lab: LabThread, service: str, prefix: str) -> str:
