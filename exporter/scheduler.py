@@ -159,14 +159,19 @@ class SchedulePolicy:
         """
         return [(slot, jobs) for slot, jobs, _ in self.due_at(now)]
 
-    def due_at(self, now: float) -> list[tuple[Slot, tuple[Job, ...], float]]:
-        """Like :meth:`due`, with the time each slot was due (for the lateness metric)."""
+    def due_at(
+        self, now: float, limit: int | None = None
+    ) -> list[tuple[Slot, tuple[Job, ...], float]]:
+        """Like :meth:`due`, with the time each slot was due (for the lateness metric).
+
+        At most ``limit`` slots; the others stay due, for the next call.
+        """
         if now < self._latest:
             self._rewind(now)
         self._latest = now
         heap = self._heap
         out: list[tuple[Slot, tuple[Job, ...], float]] = []
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
             at, i = heap[0]
             slot = self.slots[i]
             missed = math.floor((now - at) / self.interval)  # rounds that passed entirely
@@ -597,7 +602,17 @@ class Monitor:
     def observations(self) -> Observations:
         return self._observations
 
+    def _slot_done(self, task: asyncio.Task[None]) -> None:
+        self._slots.discard(task)
+        self._wake.set()
+
     def _new_policy(self, config: Config) -> SchedulePolicy:
+        # Slots started at once: twice what the runner's bounds can measure together.
+        # When measuring falls behind, the rest wait in the policy's heap (a few bytes
+        # each), not as tasks queued on the bounds (~10 KB each with their closures);
+        # they start late, which the lateness metric shows, and missed rounds are skipped.
+        total, _ = runner_bounds(config)
+        self._room = max(1, 2 * total // max(1, len(config.vantages)))
         return SchedulePolicy(
             slots_for(config), config.defaults.interval, start=self._clock(), rng=self._rng
         )
@@ -618,14 +633,18 @@ class Monitor:
 
     async def _loop(self) -> None:
         while True:
-            for slot, jobs, due in self._policy.due_at(self._clock()):
+            room = self._room - len(self._slots)
+            for slot, jobs, due in self._policy.due_at(self._clock(), limit=max(0, room)):
                 task = asyncio.create_task(
                     self.measure_slot(slot, jobs, policy=self._policy, due=due)
                 )
                 self._slots.add(task)
-                task.add_done_callback(self._slots.discard)
+                task.add_done_callback(self._slot_done)
             self.board.skipped = self._skipped_before + self._policy.skipped
-            delay = max(0.0, self._policy.next_due() - self._clock())
+            if len(self._slots) >= self._room:
+                delay = 3600.0  # woken by the next slot that finishes
+            else:
+                delay = max(0.0, self._policy.next_due() - self._clock())
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 3600.0))
