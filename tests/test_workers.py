@@ -89,13 +89,19 @@ def silent_server() -> socket.socket:
     srv.close()
 
 
+def _stalling(server: socket.socket) -> tuple[Target, Vantage]:
+    """A target on the silent server; an IP literal resolves nothing (the resolver is
+    loopback all the same)."""
+    port = server.getsockname()[1]
+    return Target.parse(f"https://127.0.0.1:{port}/"), Vantage(
+        "v", ResolverSpec("udp", "127.0.0.1", 9)
+    )
+
+
 async def test_a_worker_that_dies_gives_an_error_and_is_replaced(
     silent_server: socket.socket,
 ) -> None:
-    port = silent_server.getsockname()[1]
-    target = Target.parse(f"https://127.0.0.1:{port}/")
-    # an IP-literal target resolves nothing; the resolver is loopback all the same
-    vantage = Vantage("v", ResolverSpec("udp", "127.0.0.1", 9))
+    target, vantage = _stalling(silent_server)
     pool = MeasuringPool(1)
     await pool.start()
     try:
@@ -139,9 +145,7 @@ async def test_a_worker_that_dies_gives_an_error_and_is_replaced(
 async def test_a_cancelled_measurement_is_stopped_in_the_worker(
     silent_server: socket.socket,
 ) -> None:
-    port = silent_server.getsockname()[1]
-    target = Target.parse(f"https://127.0.0.1:{port}/")
-    vantage = Vantage("v", ResolverSpec("udp", "127.0.0.1", 9))
+    target, vantage = _stalling(silent_server)
     pool = MeasuringPool(1)
     await pool.start()
     try:
