@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import functools
 import heapq
 import math
@@ -356,6 +357,8 @@ class Board:
     store_failures: int = 0
     log_failures: Callable[[], int] = lambda: 0
     tasks: Callable[[], int] = lambda: 0  # asyncio tasks alive in serve's event loop
+    #: ``--workers``: (configured, running, restarts) of the measuring workers; None without
+    workers: Callable[[], tuple[int, int, int]] | None = None
     reload_ok: bool = True
     reload_time: float = field(default_factory=time.time)
     ready: bool = False
@@ -557,6 +560,8 @@ class Monitor:
         from probes.runner import Observations
 
         self.board = Board(config)
+        if pool is not None:
+            self.board.workers = lambda: (pool.size, len(pool.pids()), pool.restarts)
         if log is not None:
             self.board.log_failures = lambda: log.lost_writes
         self._store = store
@@ -584,6 +589,8 @@ class Monitor:
         self._store_failing = False  # warn once per run of failed store writes, not per batch
         self._batch: list[dict[str, Any]] = []  # records waiting for the store's next transaction
         self._flush_now = asyncio.Event()
+        self._canaries_out: Counter[str] = Counter()  # canary measurements in flight, per vantage
+        self._canaries_idle: dict[str, asyncio.Event] = {}
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -601,6 +608,30 @@ class Monitor:
     @property
     def observations(self) -> Observations:
         return self._observations
+
+    def _canary_out(self, vantage: str, step: int) -> None:
+        """Count a vantage's canary measurements in flight; 0 sets its event."""
+        self._canaries_out[vantage] += step
+        event = self._canaries_idle.setdefault(vantage, asyncio.Event())
+        if self._canaries_out[vantage] > 0:
+            event.clear()
+        else:
+            event.set()
+
+    async def _canaries_in(self, *vantages: str | None) -> None:
+        """Wait (at most one measurement budget) for canaries of these vantages in flight.
+
+        A measurement is judged against the latest canaries of its vantage (and the
+        control's): a canary being measured at the same moment is that latest one.
+        Without the wait, a target that failed a little sooner than the canaries of
+        a vantage that is down would be called blocked (in the first round, say).
+        """
+        for vantage in vantages:
+            if vantage is None or self._canaries_out[vantage] <= 0:
+                continue
+            event = self._canaries_idle[vantage]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=self.config.defaults.timeout + 1.0)
 
     def _slot_done(self, task: asyncio.Task[None]) -> None:
         self._slots.discard(task)
@@ -674,6 +705,9 @@ class Monitor:
             control_in.set()  # judge against the control's latest observation
 
         async def one(job: Job) -> None:
+            canary = job.service == CANARY_SERVICE
+            if canary:
+                self._canary_out(job.vantage.name, +1)
             try:
                 try:
                     m = await self._measurer.measure(job)
@@ -682,9 +716,13 @@ class Monitor:
                         started = self._clock() - m.duration_s
                         self.board.lateness.observe(started - due, interval=policy.interval)
                 finally:
+                    if canary:
+                        self._canary_out(job.vantage.name, -1)
                     if job.vantage.name == ctl_name:
                         control_in.set()
                 await control_in.wait()
+                if not canary:
+                    await self._canaries_in(job.vantage.name, ctl_name)
                 await self._settle(self._record(m), job, slot)
             finally:
                 if policy is not None:
