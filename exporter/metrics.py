@@ -173,6 +173,23 @@ def _self_metrics(board: Board) -> Iterator[GaugeMetricFamily | CounterMetricFam
         "1 once every target has been measured from every vantage at least once.",
         value=1 if board.ready else 0,
     )
+    if board.workers is not None:  # serve --workers N
+        configured, running, restarts = board.workers()
+        yield GaugeMetricFamily(
+            "lifeline_measuring_workers",
+            "Measuring worker processes serve was started with (--workers).",
+            value=configured,
+        )
+        yield GaugeMetricFamily(
+            "lifeline_measuring_workers_running",
+            "Measuring worker processes running now.",
+            value=running,
+        )
+        yield CounterMetricFamily(
+            "lifeline_measuring_worker_restarts",
+            "Measuring worker processes that ended and were started again.",
+            value=restarts,
+        )
 
 
 def _vantage_metrics(board: Board) -> Iterator[GaugeMetricFamily]:

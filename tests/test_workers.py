@@ -183,6 +183,10 @@ def test_serve_with_workers_publishes_the_labs_verdicts(lab: LabThread, tmp_path
         code, _, text = http(f"{s.url}probe?target={quote(blocked)}&vantage=censored")
         assert code == 200, text
         assert metric(text, "lifeline_verdict", verdict="dns_blocked") == [1]
+        _, _, text = http(s.url + "metrics")
+        assert metric(text, "lifeline_measuring_workers") == [2]
+        assert metric(text, "lifeline_measuring_workers_running") == [2]
+        assert metric(text, "lifeline_measuring_worker_restarts_total") == [0]
     finally:
         assert stop(s.proc) == 0, s.err.read_text()
     assert not any(_alive(p) for p in pids), "workers outlived serve"
