@@ -15,7 +15,6 @@ TLS observed.
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto
 import base64
 import functools
 import os
@@ -35,15 +34,6 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["CountingSocket", "OpenConnection", "StageContext", "VantageNet"]
-
-#: asyncio gives every TLS connection a read buffer of this size (256 KiB by default),
-#: allocated whole. With hundreds of measurements in flight that is tens of MB, and
-#: such large short-lived buffers fragment glibc's heap. A TLS record carries at most
-#: 16 KiB, so 64 KiB still takes several records per read. Process-wide: lifeline's
-#: own TLS (serve's --web-config) uses it too.
-TLS_READ_BUFFER = 64 * 1024
-if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 _PROXY_TYPES = {"socks5": ProxyType.SOCKS5}
 #: The most of an HTTP proxy's CONNECT reply head that is read before giving up.
