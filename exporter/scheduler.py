@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import functools
 import heapq
 import math
@@ -629,9 +628,7 @@ class Monitor:
         for vantage in vantages:
             if vantage is None or self._canaries_out[vantage] <= 0:
                 continue
-            event = self._canaries_idle[vantage]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=self.config.defaults.timeout + 1.0)
+            await _wait(self._canaries_idle[vantage], self.config.defaults.timeout + 1.0)
 
     def _slot_done(self, task: asyncio.Task[None]) -> None:
         self._slots.discard(task)
@@ -677,10 +674,7 @@ class Monitor:
             else:
                 delay = max(0.0, self._policy.next_due() - self._clock())
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 3600.0))
-            except TimeoutError:
-                pass
+            await _wait(self._wake, min(delay, 3600.0))
 
     async def measure_slot(
         self,
@@ -785,10 +779,7 @@ class Monitor:
     async def _write_loop(self) -> None:
         """Write the queued records every STORE_FLUSH_S, or sooner when a batch is full."""
         while True:
-            try:
-                await asyncio.wait_for(self._flush_now.wait(), timeout=STORE_FLUSH_S)
-            except TimeoutError:
-                pass
+            await _wait(self._flush_now, STORE_FLUSH_S)
             self._flush_now.clear()
             await self._flush()
 
@@ -883,6 +874,21 @@ class Monitor:
         await self._measurer.aclose()
         if self._probe_measurer is not self._measurer:
             await self._probe_measurer.aclose()
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait at most ``seconds`` for ``event``; whether it is set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
+    arrives just as the awaited event is set, and a loop around it (the
+    scheduler's, the store writer's) then never ends, nor does ``serve``'s stop.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+    return event.is_set()
 
 
 def _warn(text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -390,6 +391,39 @@ async def test_a_measurement_that_waited_is_counted_late() -> None:
     assert lateness.count == 2 * len(slot.jobs)
     assert lateness.late == len(slot.jobs)
     assert dict(lateness.cumulative())[10.0] == len(slot.jobs)
+
+
+async def test_stopping_ends_even_as_a_slot_finishes(tmp_path: Path) -> None:
+    """A stop that lands as the scheduler (or the store writer) is being woken still stops it.
+
+    On Python 3.11 `asyncio.wait_for` drops a cancellation that arrives just as what
+    it waits for completes; a loop around it then runs on and `serve` never exits
+    (CI saw it killed after two minutes). Every few loop turns of that window are tried.
+    """
+    hung = []
+    for turns in range(6):
+        script = Script(config())
+        store = AsyncStore(tmp_path / str(turns))
+        await store.open()
+        monitor = Monitor(script.config, store=store, measurer=lambda _, s=script: s)
+        try:
+            await monitor.start()
+            await asyncio.sleep(0.05)
+            monitor._wake.set()  # what a finished slot does, and a full batch for the writer
+            monitor._flush_now.set()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            try:
+                async with asyncio.timeout(30):  # a hang, not a speed: it takes milliseconds
+                    await monitor.aclose()
+            except TimeoutError:
+                hung.append(turns)
+        finally:
+            for task in (monitor._loop_task, monitor._writer):
+                if task is not None:
+                    task.cancel()
+            await store.aclose()
+    assert hung == []
 
 
 async def test_published_results_reach_the_store_batched_and_whole_at_stop(
