@@ -105,6 +105,7 @@ async def http_stage(ctx: StageContext) -> HTTPStage:
         record.ok, record.failure = False, exc.failure
     finally:
         connector.drop_handoff()
+        connector.abort_all()
     record.request_sent = record.request_sent or exchange.request_sent
     record.duration_s = time.monotonic() - started
     return record
@@ -411,6 +412,7 @@ class _VantageConnector(aiohttp.TCPConnector):
         self._ctx = ctx
         self._handoff = handoff
         self._peers: dict[int, str] = {}  # id(transport) -> the address it goes to
+        self._made: list[asyncio.Transport] = []  # every connection of this stage
         self.last_address: str | None = None  # of the latest request (not the proxy's)
 
     async def connect(
@@ -430,6 +432,17 @@ class _VantageConnector(aiohttp.TCPConnector):
             self._handoff.close()
             self._handoff = None
 
+    def abort_all(self) -> None:
+        """Abort every connection the stage used, once its session is closed.
+
+        Whatever aiohttp did with them (kept one for reuse, began a graceful TLS
+        close that a hostile peer may never answer), none outlives the
+        measurement: nothing more is read from it.
+        """
+        made, self._made = self._made, []
+        for transport in made:
+            transport.abort()  # a no-op for one already closed
+
     async def _wrap_create_connection(
         self,
         *args: Any,
@@ -447,6 +460,7 @@ class _VantageConnector(aiohttp.TCPConnector):
             made = await self._dial_any(factory, addr_infos, ssl_ctx, server_name)
         transport, proto, address = made
         self._peers[id(transport)] = address
+        self._made.append(transport)
         return transport, proto
 
     async def _reuse(

@@ -10,6 +10,7 @@ refused before any resolver question or dial for them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -45,6 +46,7 @@ from probes.lab.hostile import (
 from probes.lab.safety import is_lab_address
 from probes.measure import measure
 from probes.model import Proxy, ResolverSpec, Target, Vantage
+from probes.net import CountingSocket
 from probes.records import Measurement
 from probes.tls import MAX_SAN
 
@@ -153,6 +155,24 @@ async def test_each_case_ends_clearly_in_bounded_time_and_memory(
         assert m.http.body_length is None or m.http.body_length <= MAX_BODY_BYTES
 
 
+def _open_sockets() -> set[int]:
+    """The measurements' sockets (CountingSocket) that are still open, by identity."""
+    return {id(o) for o in gc.get_objects() if isinstance(o, CountingSocket) and o.fileno() != -1}
+
+
+async def _settled() -> None:
+    for _ in range(5):  # a transport closes its socket a loop turn or two after close()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("case", RUNNABLE)
+async def test_no_connection_outlives_its_measurement(case: Case, hostile: HostileThread) -> None:
+    before = _open_sockets()
+    await _measure(hostile.corpus, case)
+    await _settled()
+    assert _open_sockets() - before == set()
+
+
 async def test_bombs_and_endless_bodies_stop_exactly_at_the_cap(hostile: HostileThread) -> None:
     for case in CASES:
         if case.expect.truncated and available(case) and case.name != "slowloris-body":
@@ -214,6 +234,7 @@ async def test_a_normal_target_is_unaffected_by_the_whole_corpus_at_once(
     normal = case_named("normal")
     nets = {c.name: _net(corpus, c) for c in cases if c.kind in PROXY_KINDS}
     direct = _net(corpus, normal)
+    before = _open_sockets()
     try:
         results = await asyncio.gather(
             *(_measure(corpus, c, nets.get(c.name, direct)) for c in cases),
@@ -223,6 +244,8 @@ async def test_a_normal_target_is_unaffected_by_the_whole_corpus_at_once(
     finally:
         for net in [*nets.values(), direct]:
             await net.aclose()
+    await _settled()
+    assert _open_sockets() - before == set()  # none left behind, even all at once
     for case, (m, _) in zip(cases, results, strict=False):
         assert m.error is None and m.duration_s is not None, case.name
         assert m.duration_s <= TIMEOUT_S + SLACK_S, case.name
