@@ -569,7 +569,4 @@ def run_serve(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     if options is None:
         return EXIT_USAGE
-    from probes.heap import steady_heap
-
-    steady_heap()  # a daemon: keep short-lived big buffers from fragmenting the heap
     return asyncio.run(serve(config, options))

@@ -359,9 +359,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # the parent decides when to stop: ^C in a terminal reaches the whole group
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from probes.heap import steady_heap
-
-    steady_heap()
     asyncio.run(_work(int(args[0])))
     return 0
 
