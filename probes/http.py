@@ -411,8 +411,8 @@ class _VantageConnector(aiohttp.TCPConnector):
         )
         self._ctx = ctx
         self._handoff = handoff
-        self._peers: dict[int, str] = {}  # id(transport) -> the address it goes to
-        self._made: list[asyncio.Transport] = []  # every connection of this stage
+        #: every connection of this stage (made or taken over) -> the address it goes to
+        self._peers: dict[asyncio.Transport, str] = {}
         self.last_address: str | None = None  # of the latest request (not the proxy's)
 
     async def connect(
@@ -424,7 +424,7 @@ class _VantageConnector(aiohttp.TCPConnector):
         """Note which address the connection for this request goes to (pooled or new)."""
         conn = await super().connect(req, traces, timeout)
         transport = conn.transport
-        self.last_address = self._peers.get(id(transport)) if transport is not None else None
+        self.last_address = self._peers.get(transport) if transport is not None else None
         return conn
 
     def drop_handoff(self) -> None:
@@ -439,7 +439,7 @@ class _VantageConnector(aiohttp.TCPConnector):
         close that a hostile peer may never answer), none outlives the
         measurement: nothing more is read from it.
         """
-        made, self._made = self._made, []
+        made, self._peers = self._peers, {}
         for transport in made:
             transport.abort()  # a no-op for one already closed
 
@@ -459,8 +459,7 @@ class _VantageConnector(aiohttp.TCPConnector):
         if made is None:
             made = await self._dial_any(factory, addr_infos, ssl_ctx, server_name)
         transport, proto, address = made
-        self._peers[id(transport)] = address
-        self._made.append(transport)
+        self._peers[transport] = address
         return transport, proto
 
     async def _reuse(
