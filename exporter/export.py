@@ -194,7 +194,7 @@ def csv_row(record: dict[str, Any]) -> list[str]:
     """
     stages = record.get("stages") or {}
     dns, tcp, tls, http = (stages.get(k) or {} for k in ("dns", "tcp", "tls", "http"))
-    control = record.get("control") or {}
+    control = _flat(record.get("control")) or {}
     c_dns, c_http = control.get("dns") or {}, control.get("http") or {}
     values: list[Any] = [
         record.get("time"), record.get("service"), record.get("target"), record.get("vantage"),
@@ -211,6 +211,13 @@ def csv_row(record: dict[str, Any]) -> list[str]:
         c_http.get("status"), c_http.get("body_length"), record.get("lifeline_version"),
     ]  # fmt: skip
     return [_cell(v) for v in values]
+
+
+def _flat(control: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A control measurement with its stage records beside its other keys (as under /1)."""
+    if not control:
+        return control
+    return {**control, **(control.get("stages") or {})}
 
 
 def _first_failure(measurement: dict[str, Any]) -> str:
@@ -500,7 +507,7 @@ def ooni_record(record: dict[str, Any], *, country: str | None = None) -> dict[s
     """A measurement record rendered as an OONI web_connectivity-style measurement (df-000)."""
     stages = record.get("stages") or {}
     dns, tcp, tls, http = (stages.get(k) for k in ("dns", "tcp", "tls", "http"))
-    control = record.get("control")
+    control = _flat(record.get("control"))
     verdict = str(record.get("verdict", ""))
     engine, resolver = _resolver_address(str((dns or {}).get("resolver", "")))
     tcp_start = float((dns or {}).get("duration_s") or 0.0)

@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 _KEY = ["service", "target", "vantage"]
-STAGES = ("dns", "tcp", "tls", "http")
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 
 

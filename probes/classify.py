@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.records import DNSStage, HTTPStage, Measurement, Verdict
+from probes.stages import STAGES
 
 __all__ = ["AGENT_UNREACHABLE", "Judgement", "classify"]
 
@@ -60,11 +61,20 @@ class Judgement:
 
 # --- vocabulary ----------------------------------------------------------------
 
-#: Stages in measuring order; "status" is the response arriving with a status
-#: outside expectations (the server was reached, so it is not a stage failure).
-_ORDER = ("dns", "tcp", "tls", "http", "status")
-_LABEL = {"dns": "DNS", "tcp": "TCP", "tls": "TLS", "http": "HTTP", "status": "HTTP status"}
-_LAST_STAGE = {"https": "http", "http": "http", "tls": "tls", "tcp": "tcp", "dns": "dns"}
+#: After the stages of the table, in measuring order: the response arriving with
+#: a status outside expectations (the server was reached, so it is not a stage
+#: failure).
+_STATUS = "status"
+
+
+def _order(stage: str) -> int:
+    """Where ``stage`` (a stage of the table, or "status") falls in measuring order."""
+    return len(STAGES) if stage == _STATUS else STAGES.names.index(stage)
+
+
+def _label(stage: str) -> str:
+    return "HTTP status" if stage == _STATUS else STAGES[stage].label
+
 
 #: TLS failures that say "this server is not the host" rather than "interrupted".
 _CERT_FAILURES = frozenset(
@@ -104,17 +114,17 @@ _COMMON_HEADERS = frozenset(
 class _Break:
     """Where a measurement stopped working: the stage and its failure string."""
 
-    stage: str  # one of _ORDER
+    stage: str  # a stage of the table, or "status"
     failure: str
 
     @property
     def index(self) -> int:
-        return _ORDER.index(self.stage)
+        return _order(self.stage)
 
     def short(self) -> str:
         if self.stage == "status":
             return self.failure
-        return f"{self.failure} at {_LABEL[self.stage]}"
+        return f"{self.failure} at {_label(self.stage)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +336,7 @@ def _measurement_error(case: _Case) -> Judgement | None:
     if missing is not None:
         return Judgement(
             Verdict.ERROR,
-            f"The measurement stopped before its {_LABEL[missing]} stage without "
+            f"The measurement stopped before its {_label(missing)} stage without "
             "recording a failure, so it cannot be judged.",
         )
     return None
@@ -414,12 +424,7 @@ def _first_failing_stage(case: _Case) -> Judgement | None:
     brk = case.brk
     if brk is None or brk.stage == "status":
         return None
-    verdict = {
-        "dns": Verdict.DNS_BLOCKED,
-        "tcp": Verdict.TCP_BLOCKED,
-        "tls": Verdict.TLS_BLOCKED,
-        "http": Verdict.HTTP_BLOCKED,
-    }[brk.stage]
+    verdict = STAGES[brk.stage].verdict
     return Judgement(verdict, f"{_cap(_what_failed(case.obs, brk))} {_control_did(case, brk)}.")
 
 
@@ -455,9 +460,9 @@ def _not_served(case: _Case) -> str | None:
 def _control_passed(case: _Case, stage: str) -> bool:
     """The control got past ``stage`` (it ran it and did not fail there or before)."""
     ctl = case.control
-    if ctl is None or getattr(ctl, stage) is None:
+    if ctl is None or stage not in ctl.stages:
         return False
-    return case.ctl_brk is None or case.ctl_brk.index > _ORDER.index(stage)
+    return case.ctl_brk is None or case.ctl_brk.index > _order(stage)
 
 
 def _responses(case: _Case) -> tuple[HTTPStage, HTTPStage] | None:
@@ -658,11 +663,12 @@ def _breakpoint(m: Measurement) -> _Break | None:
     For a throughput target, an HTTP timeout after the status and some body
     arrived is a throughput sample (the budget ran out mid-body), not a failure.
     """
-    for stage in ("dns", "tcp", "tls", "http"):
-        rec = getattr(m, stage)
+    stages = m.stages
+    for stage in STAGES.names:
+        rec = stages.get(stage)
         if rec is None or rec.ok:
             continue
-        if stage == "http" and _is_throughput_sample(m, rec):
+        if isinstance(rec, HTTPStage) and _is_throughput_sample(m, rec):
             continue
         return _Break(stage, _clean(rec.failure))
     http = m.http
@@ -686,12 +692,12 @@ def _incomplete(m: Measurement) -> str | None:
         scheme = urlsplit(m.target).scheme.lower()
     except ValueError:
         return None
-    last = _LAST_STAGE.get(scheme)
-    if last is None or getattr(m, last) is not None:
+    last = STAGES.last_for_scheme(scheme)
+    if last is None or last.name in m.stages:
         return None
-    if any(rec is not None and not rec.ok for rec in m.stages().values()):
+    if any(not rec.ok for rec in m.stages.values()):
         return None
-    return last
+    return last.name
 
 
 def _status_expected(m: Measurement, status: int) -> bool:
@@ -797,6 +803,8 @@ def _what_failed(m: Measurement, brk: _Break) -> str:
     if brk.stage == "http":
         sent = m.http is not None and m.http.request_sent
         return f"HTTP failed with {brk.failure}{' after the request was sent' if sent else ''}"
+    if brk.stage != _STATUS:  # a stage of the table without a sentence of its own
+        return f"{_label(brk.stage)} failed with {brk.failure}"
     return f"the response had {brk.failure}, not {_expected_text(m)}"
 
 
@@ -829,6 +837,8 @@ def _control_did(case: _Case, brk: _Break) -> str:
         return "while the control connected"
     if brk.stage == "tls":
         return "while the control completed it"
+    if brk.stage not in ("http", _STATUS):
+        return f"while the control's {_label(brk.stage)} stage worked"
     return f"while the control got {_status_text(ctl.http)}"
 
 
@@ -866,9 +876,9 @@ def _reached_text(m: Measurement) -> str:
     http = m.http
     if http is not None and http.status is not None:
         return f"status {http.status}"
-    for stage in ("tls", "tcp", "dns"):
-        if getattr(m, stage) is not None:
-            return f"{_LABEL[stage]} worked"
+    for stage in reversed(STAGES.rows):
+        if stage.record is not HTTPStage and stage.name in m.stages:
+            return f"{stage.label} worked"
     return "nothing failed"
 
 

@@ -32,10 +32,10 @@ import dns.rdatatype
 
 from probes.deadline import Deadline
 from probes.errors import NotMeasurable, StageError, mapped
+from probes.evidence import DNSAnswer, DNSQuery, DNSStage
 from probes.failures import Failure
 from probes.model import ResolverSpec, is_ip
 from probes.net import StageContext, VantageNet
-from probes.records import DNSAnswer, DNSQuery, DNSStage
 
 __all__ = ["dns_stage", "resolve_addresses"]
 

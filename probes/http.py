@@ -31,10 +31,10 @@ from yarl import URL
 
 from probes.dns import resolve_addresses
 from probes.errors import StageError, failure_of, mapped
+from probes.evidence import DNSStage, HTTPHop, HTTPStage
 from probes.failures import Failure
 from probes.model import is_ip
 from probes.net import OpenConnection, StageContext
-from probes.records import HTTPHop, HTTPStage
 from probes.tcp import MAX_ATTEMPTS
 from probes.tls import ParkedProtocol
 
@@ -230,7 +230,7 @@ def target_reach(ctx: StageContext) -> frozenset[str]:
     the vantage probe its own neighbourhood; a lab target on loopback may still
     redirect to another loopback name.
     """
-    dns = ctx.measurement.dns
+    dns = ctx.measurement.record(DNSStage)
     addresses = list(dns.addresses) if dns is not None else []
     if ctx.target.host_is_ip:
         addresses.append(ctx.target.host)
@@ -390,7 +390,7 @@ def _resolved(host: str, address: str, port: int) -> ResolveResult:
 
 def _pinned_addresses(ctx: StageContext, handoff: OpenConnection | None) -> list[str]:
     """The DNS stage's addresses, the one TCP connected to first."""
-    dns = ctx.measurement.dns
+    dns = ctx.measurement.record(DNSStage)
     addresses = list(dns.addresses) if dns is not None else []
     if handoff is not None and handoff.address in addresses:
         addresses.remove(handoff.address)

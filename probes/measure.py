@@ -1,7 +1,7 @@
 """One measurement: the stages of a target, in order, under one deadline.
 
-The stages live in one table (STAGES): adding a stage is one module plus one
-entry here. The first failing stage ends the measurement, as does a DNS
+The stages live in one table (:mod:`probes.stages`): adding a stage is one
+module plus one row there. The first failing stage ends the measurement, as does a DNS
 answer made only of known censor-injected addresses: lifeline never connects
 to a censor's server. ``measure`` never raises (cancellation aside): anything
 unexpected becomes ``Measurement.error``, which the classifier calls `error`.
@@ -12,32 +12,18 @@ from __future__ import annotations
 import functools
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from probes.deadline import Deadline
-from probes.dns import dns_stage
 from probes.errors import NotMeasurable
+from probes.evidence import DNSStage
 from probes.failures import unknown
-from probes.http import http_stage
 from probes.model import Target, Vantage
 from probes.net import StageContext, VantageNet
-from probes.records import DNSStage, HTTPStage, Measurement, TCPStage, TLSStage
-from probes.tcp import tcp_stage
-from probes.tls import tls_stage
+from probes.records import Measurement
+from probes.stages import STAGES, StageFn
 
 __all__ = ["STAGES", "StageFn", "blank_measurement", "measure"]
-
-StageRecord = DNSStage | TCPStage | TLSStage | HTTPStage
-StageFn = Callable[[StageContext], Awaitable[StageRecord]]
-
-#: Stage name (as in Target.stages and Measurement fields) -> the probe that runs it.
-STAGES: dict[str, StageFn] = {
-    "dns": dns_stage,
-    "tcp": tcp_stage,
-    "tls": tls_stage,
-    "http": http_stage,
-}
 
 
 async def measure(
@@ -86,9 +72,10 @@ def blank_measurement(target: Target, vantage: Vantage, service: str) -> Measure
 
 
 async def _run_stages(ctx: StageContext, stop: frozenset[str]) -> None:
-    for name in ctx.target.stages:
-        record = await STAGES[name](ctx)
-        setattr(ctx.measurement, name, record)
+    stages = ctx.measurement.stages
+    for stage in STAGES.for_scheme(ctx.target.scheme):
+        record = await stage.run(ctx)
+        stages[stage.name] = record
         if not record.ok:
             return
         if isinstance(record, DNSStage) and _only_censor_addresses(record, stop):

@@ -50,17 +50,6 @@ class Target:
     def host_is_ip(self) -> bool:
         return is_ip(self.host)
 
-    @property
-    def stages(self) -> tuple[str, ...]:
-        """The stages this target runs, in order."""
-        return {
-            "https": ("dns", "tcp", "tls", "http"),
-            "http": ("dns", "tcp", "http"),
-            "tls": ("dns", "tcp", "tls"),
-            "tcp": ("dns", "tcp"),
-            "dns": ("dns",),
-        }[self.scheme]
-
     @classmethod
     def parse(
         cls, url: str, *, expect_status: tuple[int, ...] = (), throughput: bool = False

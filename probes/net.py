@@ -28,10 +28,11 @@ from python_socks.async_.asyncio import Proxy as SocksProxy
 
 from probes.deadline import Deadline
 from probes.model import Proxy, Target, Vantage
-from probes.records import Measurement
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from probes.records import Measurement  # the records build on the stages, not back
 
 __all__ = ["CountingSocket", "OpenConnection", "StageContext", "VantageNet"]
 

@@ -1,20 +1,42 @@
 """What a measurement saw, stage by stage, and what it was judged to be.
 
-Every stage returns a record, never a bare bool: ``ok``, ``failure`` (None on
-success, else a string of :mod:`probes.failures`), ``duration_s`` and what it
-saw. A :class:`Measurement` gathers the stage records of one target from one
-vantage; a :class:`Result` adds the verdict and its reason. Records round-trip
-through plain JSON (``to_dict`` / ``from_dict``) so stored logs can be replayed
-and re-classified.
+A :class:`Measurement` gathers the stage records of one target from one
+vantage (``stages``: stage name -> record, the stages of :mod:`probes.stages`
+that ran); a :class:`Result` adds the verdict and its reason. Records
+round-trip through plain JSON (``to_dict`` / ``from_dict``) so stored logs can
+be replayed and re-classified. The records of the built-in stages are in
+:mod:`probes.evidence` and re-exported here.
+
+One shape wherever a measurement appears: a result's own observations and
+the control's it was judged against both keep their stage records under
+``stages``. Records of schema ``lifeline.measurement/1``, whose control kept
+them flat (``control.dns``, ``control.tcp``, ...), still load.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, TypeVar, cast
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union
+
+from probes.evidence import (
+    DNSAnswer,
+    DNSQuery,
+    DNSStage,
+    HTTPHop,
+    HTTPStage,
+    StageRecord,
+    TCPAttempt,
+    TCPStage,
+    TLSCertificate,
+    TLSStage,
+)
+from probes.stages import STAGES
+from probes.verdicts import Verdict
 
 __all__ = [
     "SCHEMA",
@@ -26,6 +48,7 @@ __all__ = [
     "HTTPStage",
     "Measurement",
     "Result",
+    "StageRecord",
     "TCPAttempt",
     "TCPStage",
     "TLSCertificate",
@@ -34,181 +57,105 @@ __all__ = [
     "record_json",
 ]
 
-#: Version of the record format; bumped when a field changes meaning.
-SCHEMA = "lifeline.measurement/1"
+#: Version of the record format; bumped when a field changes meaning or shape.
+#: /2: the control's stage records sit under ``control.stages`` as the result's
+#: own do (under /1 they were flat in ``control``); both load.
+SCHEMA = "lifeline.measurement/2"
 
-
-class Verdict(StrEnum):
-    """The closed set of CONTRACT §2, one per measurement."""
-
-    OK = "ok"
-    DNS_BLOCKED = "dns_blocked"
-    TCP_BLOCKED = "tcp_blocked"
-    TLS_BLOCKED = "tls_blocked"
-    HTTP_BLOCKED = "http_blocked"
-    THROTTLED = "throttled"
-    ANOMALY = "anomaly"
-    SERVICE_DOWN = "service_down"
-    VANTAGE_DOWN = "vantage_down"
-    UNREACHABLE = "unreachable"
-    ERROR = "error"
-
-
-# --- DNS ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class DNSAnswer:
-    rtype: str  # "A", "AAAA", "CNAME"
-    value: str
-    ttl: int
-
-
-@dataclass(slots=True)
-class DNSQuery:
-    """One question (A or AAAA) to the vantage's resolver."""
-
-    qtype: str
-    ok: bool
-    failure: str | None
-    rcode: str | None  # "NOERROR", "NXDOMAIN", ... None when no reply came
-    answers: list[DNSAnswer] = field(default_factory=list)
-    duration_s: float = 0.0
-
-
-@dataclass(slots=True)
-class DNSStage:
-    ok: bool
-    failure: str | None
-    duration_s: float
-    name: str
-    resolver: str  # which resolver answered, as configured ("udp://127.0.0.1:53", "system", ...)
-    addresses: list[str] = field(default_factory=list)  # A then AAAA, de-duplicated, in order
-    queries: list[DNSQuery] = field(default_factory=list)
-    skipped: bool = False  # True for IP-literal hosts: addresses came from the URL
-
-
-# --- TCP ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TCPAttempt:
-    address: str
-    port: int
-    ok: bool
-    failure: str | None
-    duration_s: float
-
-
-@dataclass(slots=True)
-class TCPStage:
-    ok: bool
-    failure: str | None  # the failure of the last attempt when every attempt failed
-    duration_s: float
-    attempts: list[TCPAttempt] = field(default_factory=list)
-    address: str | None = None  # the address that connected
-    port: int = 0
-    via_proxy: bool = False
-
-
-# --- TLS ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TLSCertificate:
-    subject_cn: str | None = None
-    san: list[str] = field(default_factory=list)
-    issuer: str | None = None
-    not_before: str | None = None  # RFC 3339
-    not_after: str | None = None
-    sha256: str | None = None  # fingerprint of the leaf, hex
-
-
-@dataclass(slots=True)
-class TLSStage:
-    ok: bool
-    failure: str | None
-    duration_s: float
-    address: str | None = None
-    server_name: str | None = None
-    version: str | None = None  # "TLSv1.3"
-    cipher: str | None = None
-    alpn: str | None = None
-    certificate: TLSCertificate | None = None
-    # bytes received from the server before the failure (tiny reads over
-    # seconds are the mark of handshake throttling)
-    bytes_received: int | None = None
-
-
-# --- HTTP --------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class HTTPHop:
-    url: str
-    status: int | None
-    location: str | None = None
-    address: str | None = None  # the address this hop connected to
-
-
-@dataclass(slots=True)
-class HTTPStage:
-    ok: bool
-    failure: str | None
-    duration_s: float
-    url: str = ""  # the URL requested first
-    final_url: str | None = None
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)  # headers of interest, lower-case names
-    body_length: int | None = None  # bytes after decompression, capped at max_body_bytes
-    body_sha256: str | None = None
-    body_truncated: bool = False  # stopped at max_body_bytes or at the deadline
-    body_head: str | None = None  # the first KiB or so, decoded leniently (for fingerprints)
-    title: str | None = None
-    redirects: list[HTTPHop] = field(default_factory=list)
-    request_sent: bool = False  # the failure (if any) came after the request was written
-    # throughput sample (only for throughput targets): bytes/s over the body transfer
-    throughput_bps: float | None = None
-    transfer_s: float | None = None
+_R = TypeVar("_R")
 
 
 # --- Measurement and result --------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Measurement:
     """One target from one vantage at one time: the observations of every stage.
 
-    A stage that did not run (not applicable to the scheme, or an earlier stage
-    failed) is None.
+    ``stages`` holds the record of each stage that ran, by stage name; a stage
+    that did not run (not applicable to the scheme, or an earlier stage
+    failed) is absent. Typed code reads a stage with :meth:`record`
+    (``m.record(DNSStage)``); ``m.dns`` and ``m.dns = ...`` also work, untyped.
     """
 
     target: str
     vantage: str
     time: str  # RFC 3339 UTC, when the measurement started
-    duration_s: float = 0.0
-    service: str = ""
-    dns: DNSStage | None = None
-    tcp: TCPStage | None = None
-    tls: TLSStage | None = None
-    http: HTTPStage | None = None
-    error: str | None = None  # the measurement itself could not be made (verdict `error`)
+    duration_s: float
+    service: str
+    stages: dict[str, Any]
+    error: str | None  # the measurement itself could not be made (verdict `error`)
     # what the target asked to be judged on (from the config), kept so that a
     # stored log can be re-classified without it
-    expect_status: list[int] = field(default_factory=list)
-    throughput: bool = False
+    expect_status: list[int]
+    throughput: bool
     # set when a remote agent measured it (docs/agents.md): who, which version,
     # and how far the agent's clock (which dated ``time``) was ahead of the hub's
-    agent: str | None = None
-    agent_version: str | None = None
-    clock_skew_s: float | None = None
+    agent: str | None
+    agent_version: str | None
+    clock_skew_s: float | None
 
-    def stages(self) -> dict[str, DNSStage | TCPStage | TLSStage | HTTPStage | None]:
-        return {"dns": self.dns, "tcp": self.tcp, "tls": self.tls, "http": self.http}
+    def __init__(
+        self,
+        target: str,
+        vantage: str,
+        time: str,
+        duration_s: float = 0.0,
+        service: str = "",
+        *,
+        stages: dict[str, Any] | None = None,
+        error: str | None = None,
+        expect_status: list[int] | None = None,
+        throughput: bool = False,
+        agent: str | None = None,
+        agent_version: str | None = None,
+        clock_skew_s: float | None = None,
+        **records: Any,
+    ) -> None:
+        self.target = target
+        self.vantage = vantage
+        self.time = time
+        self.duration_s = duration_s
+        self.service = service
+        self.stages = dict(stages) if stages else {}
+        for name, rec in records.items():  # Measurement(dns=..., tcp=...)
+            if name not in STAGES:
+                raise TypeError(f"Measurement() got an unexpected keyword argument {name!r}")
+            if rec is not None:
+                self.stages[name] = rec
+        self.error = error
+        self.expect_status = list(expect_status) if expect_status else []
+        self.throughput = throughput
+        self.agent = agent
+        self.agent_version = agent_version
+        self.clock_skew_s = clock_skew_s
+
+    def __getattr__(self, name: str) -> Any:
+        """``m.dns``: the record of the stage of that name, or None when it did not run."""
+        if name in STAGES:
+            return self.stages.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``m.dns = record`` keeps the record under ``stages`` (None removes it)."""
+        if name in STAGES:
+            if value is None:
+                self.stages.pop(name, None)
+            else:
+                self.stages[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def record(self, kind: type[_R]) -> _R | None:
+        """The record of the stage whose record type is ``kind``, or None if it did not run."""
+        found: _R | None = self.stages.get(STAGES.of_record(kind).name)
+        return found
 
     def first_failure(self) -> tuple[str, str] | None:
         """(stage, failure) of the first stage that failed, or None."""
-        for name, rec in self.stages().items():
+        stages = self.stages
+        for name in STAGES.names:
+            rec = stages.get(name)
             if rec is not None and not rec.ok:
                 return name, rec.failure or "unknown_failure: no detail"
         return None
@@ -218,11 +165,55 @@ class Measurement:
         return self.error is None and self.first_failure() is None
 
     def to_dict(self) -> dict[str, Any]:
-        return cast(dict[str, Any], _to_dict(self))
+        return {
+            "target": self.target,
+            "vantage": self.vantage,
+            "time": self.time,
+            "duration_s": self.duration_s,
+            "service": self.service,
+            "stages": _stages_dict(self.stages),
+            "error": self.error,
+            "expect_status": list(self.expect_status),
+            "throughput": self.throughput,
+            "agent": self.agent,
+            "agent_version": self.agent_version,
+            "clock_skew_s": self.clock_skew_s,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
-        return _from_dict(cls, data)
+        """A measurement from its dict: stage records under ``stages`` or, as under
+        schema /1's control, flat beside the other keys. Unknown keys are ignored."""
+        nested = data.get("stages")
+        source = nested if isinstance(nested, dict) else data
+        stages: dict[str, Any] = {}
+        for stage in STAGES:
+            value = source.get(stage.name)
+            if isinstance(value, dict):
+                stages[stage.name] = _from_dict(stage.record, value)
+        return cls(
+            data["target"],
+            data["vantage"],
+            data["time"],
+            data.get("duration_s", 0.0),
+            data.get("service", ""),
+            stages=stages,
+            error=data.get("error"),
+            expect_status=data.get("expect_status") or [],
+            throughput=bool(data.get("throughput", False)),
+            agent=data.get("agent"),
+            agent_version=data.get("agent_version"),
+            clock_skew_s=data.get("clock_skew_s"),
+        )
+
+
+def _stages_dict(stages: dict[str, Any]) -> dict[str, Any]:
+    """Every stage of the table, in order: its record's dict, or None when it did not run."""
+    out: dict[str, Any] = {}
+    for name in STAGES.names:
+        rec = stages.get(name)
+        out[name] = _to_dict(rec) if rec is not None else None
+    return out
 
 
 @dataclass(slots=True)
@@ -249,7 +240,7 @@ class Result:
             "error": m.error,
             "expect_status": list(m.expect_status),
             "throughput": m.throughput,
-            "stages": {k: (_to_dict(v) if v is not None else None) for k, v in m.stages().items()},
+            "stages": _stages_dict(m.stages),
             "lifeline_version": self.version,
         }
         if m.agent is not None:  # only on agents' measurements: other records keep their shape
@@ -259,23 +250,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        stages = data.get("stages") or {}
-        m = Measurement.from_dict(
-            {
-                "target": data["target"],
-                "vantage": data["vantage"],
-                "time": data["time"],
-                "duration_s": data.get("duration_s", 0.0),
-                "service": data.get("service", ""),
-                "error": data.get("error"),
-                "expect_status": data.get("expect_status") or [],
-                "throughput": bool(data.get("throughput", False)),
-                "agent": data.get("agent"),
-                "agent_version": data.get("agent_version"),
-                "clock_skew_s": data.get("clock_skew_s"),
-                **{k: stages.get(k) for k in ("dns", "tcp", "tls", "http")},
-            }
-        )
+        m = Measurement.from_dict({**data, "stages": data.get("stages") or {}})
         ctl = data.get("control")
         return cls(
             measurement=m,
@@ -287,9 +262,6 @@ class Result:
 
 
 # --- (de)serialisation helpers ------------------------------------------------
-
-_T = TypeVar("_T")
-
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
@@ -322,17 +294,14 @@ def _to_dict(obj: Any) -> Any:
     return obj
 
 
-_NESTED: dict[tuple[type, str], type] = {}
-
-
-def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+def _from_dict(cls: type[_R], data: dict[str, Any]) -> _R:
     """Build a record from its dict; unknown keys are ignored (forward compatible)."""
     kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    nested = _nested_records(cls)  # type: ignore[arg-type]  # a class is hashable
     for key, value in data.items():
-        if key not in names:
+        if key not in nested:
             continue
-        sub = _NESTED.get((cls, key))
+        sub = nested[key]
         if sub is not None and value is not None:
             if isinstance(value, list):
                 value = [_from_dict(sub, v) for v in value]
@@ -342,19 +311,30 @@ def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
 
-_NESTED.update(
-    {
-        (Measurement, "dns"): DNSStage,
-        (Measurement, "tcp"): TCPStage,
-        (Measurement, "tls"): TLSStage,
-        (Measurement, "http"): HTTPStage,
-        (DNSStage, "queries"): DNSQuery,
-        (DNSQuery, "answers"): DNSAnswer,
-        (TCPStage, "attempts"): TCPAttempt,
-        (TLSStage, "certificate"): TLSCertificate,
-        (HTTPStage, "redirects"): HTTPHop,
-    }
-)
+@functools.cache
+def _nested_records(cls: type) -> dict[str, type | None]:
+    """Field name -> the record class it holds (alone, optional or in a list), else None.
+
+    Read from the field annotations, so a stage's record type needs no
+    registration to round-trip: nested records are found by their types.
+    """
+    hints = typing.get_type_hints(cls)
+    out: dict[str, type | None] = {}
+    for f in dataclasses.fields(cls):
+        out[f.name] = _record_in(hints.get(f.name))
+    return out
+
+
+def _record_in(hint: Any) -> type | None:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType, list):
+        for arg in typing.get_args(hint):
+            found = _record_in(arg)
+            if found is not None:
+                return found
+    return None
 
 
 class EncodedRecord(dict[str, Any]):

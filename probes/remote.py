@@ -266,7 +266,7 @@ def _check_shape(m: Measurement) -> None:
         raise ValueError("time or duration_s has the wrong type")
     if m.error is not None and not isinstance(m.error, str):
         raise ValueError("error is not text")
-    for name, stage in m.stages().items():
+    for name, stage in m.stages.items():
         if stage is not None and not isinstance(stage.ok, bool):
             raise ValueError(f"{name}.ok is not true or false")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 from probes.errors import StageError, mapped
+from probes.evidence import DNSStage, TCPAttempt, TCPStage
 from probes.failures import Failure, unknown
 from probes.net import OpenConnection, StageContext
-from probes.records import TCPAttempt, TCPStage
 
 __all__ = ["MAX_ATTEMPTS", "tcp_stage"]
 
@@ -25,7 +25,7 @@ MAX_ATTEMPTS = 4
 async def tcp_stage(ctx: StageContext) -> TCPStage:
     """Connect to the first reachable address; keep the socket in ``ctx``."""
     started = time.monotonic()
-    dns = ctx.measurement.dns
+    dns = ctx.measurement.record(DNSStage)
     addresses = (dns.addresses if dns is not None else [])[:MAX_ATTEMPTS]
     port = ctx.target.port
     attempts: list[TCPAttempt] = []

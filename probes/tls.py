@@ -21,9 +21,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from probes.errors import StageError, mapped
+from probes.evidence import TLSCertificate, TLSStage
 from probes.failures import Failure, unknown
 from probes.net import CountingSocket, StageContext
-from probes.records import TLSCertificate, TLSStage
 
 __all__ = ["ParkedProtocol", "tls_stage"]
 

@@ -331,7 +331,7 @@ def test_measurements_api_streams_json_lines(served: Served) -> None:
     lines = [json.loads(line) for line in body.splitlines()]
     assert 0 < len(lines) <= 5
     assert all(
-        r["schema"] == "lifeline.measurement/1" and r["vantage"] == "censored" for r in lines
+        r["schema"] == "lifeline.measurement/2" and r["vantage"] == "censored" for r in lines
     )
     assert http(served.url + "api/v1/measurements?since=yesterday-ish")[0] == 400
 

@@ -483,7 +483,8 @@ async def test_censor_address_is_never_connected(net: VantageNet) -> None:
 def test_the_stage_table_covers_every_scheme() -> None:
     for scheme in ("https", "http", "tls", "tcp", "dns"):
         url = {"tls": "tls://a.test:1", "tcp": "tcp://a.test:1"}.get(scheme, f"{scheme}://a.test")
-        assert set(Target.parse(url).stages) <= set(STAGES)
+        runs = STAGES.for_scheme(Target.parse(url).scheme)
+        assert runs and {s.name for s in runs} <= set(STAGES.names)
 
 
 # --- SOCKS5 -------------------------------------------------------------------

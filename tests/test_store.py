@@ -218,7 +218,7 @@ def test_schema_vocabularies_match_the_code() -> None:
         (("stages", "tcp", "attempts", 0, "port"), 70000, "port out of range"),
         (("stages", "http", "status"), "200", "status as a string"),
         (("time",), "yesterday", "time that is not RFC 3339"),
-        (("control", "dns", "addresses"), "127.0.0.2", "addresses not a list"),
+        (("control", "stages", "dns", "addresses"), "127.0.0.2", "addresses not a list"),
         (("stages", "tls", "ok"), 1, "ok not a boolean"),
     ],
 )

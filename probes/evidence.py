@@ -1,0 +1,157 @@
+"""What each built-in stage saw: one record type per stage (DNS, TCP, TLS, HTTP).
+
+Every stage returns a record, never a bare bool: ``ok``, ``failure`` (None on
+success, else a string of :mod:`probes.failures`), ``duration_s`` and what it
+saw (:class:`StageRecord` is that common shape). The stage table
+(:mod:`probes.stages`) names which record each stage returns; a new stage may
+keep its record type in its own module instead of here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "DNSAnswer",
+    "DNSQuery",
+    "DNSStage",
+    "HTTPHop",
+    "HTTPStage",
+    "StageRecord",
+    "TCPAttempt",
+    "TCPStage",
+    "TLSCertificate",
+    "TLSStage",
+]
+
+
+class StageRecord(Protocol):
+    """What every stage's record has: success, the failure string, the time it took."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+    @property
+    def duration_s(self) -> float: ...
+
+
+# --- DNS ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DNSAnswer:
+    rtype: str  # "A", "AAAA", "CNAME"
+    value: str
+    ttl: int
+
+
+@dataclass(slots=True)
+class DNSQuery:
+    """One question (A or AAAA) to the vantage's resolver."""
+
+    qtype: str
+    ok: bool
+    failure: str | None
+    rcode: str | None  # "NOERROR", "NXDOMAIN", ... None when no reply came
+    answers: list[DNSAnswer] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+@dataclass(slots=True)
+class DNSStage:
+    ok: bool
+    failure: str | None
+    duration_s: float
+    name: str
+    resolver: str  # which resolver answered, as configured ("udp://127.0.0.1:53", "system", ...)
+    addresses: list[str] = field(default_factory=list)  # A then AAAA, de-duplicated, in order
+    queries: list[DNSQuery] = field(default_factory=list)
+    skipped: bool = False  # True for IP-literal hosts: addresses came from the URL
+
+
+# --- TCP ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TCPAttempt:
+    address: str
+    port: int
+    ok: bool
+    failure: str | None
+    duration_s: float
+
+
+@dataclass(slots=True)
+class TCPStage:
+    ok: bool
+    failure: str | None  # the failure of the last attempt when every attempt failed
+    duration_s: float
+    attempts: list[TCPAttempt] = field(default_factory=list)
+    address: str | None = None  # the address that connected
+    port: int = 0
+    via_proxy: bool = False
+
+
+# --- TLS ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TLSCertificate:
+    subject_cn: str | None = None
+    san: list[str] = field(default_factory=list)
+    issuer: str | None = None
+    not_before: str | None = None  # RFC 3339
+    not_after: str | None = None
+    sha256: str | None = None  # fingerprint of the leaf, hex
+
+
+@dataclass(slots=True)
+class TLSStage:
+    ok: bool
+    failure: str | None
+    duration_s: float
+    address: str | None = None
+    server_name: str | None = None
+    version: str | None = None  # "TLSv1.3"
+    cipher: str | None = None
+    alpn: str | None = None
+    certificate: TLSCertificate | None = None
+    # bytes received from the server before the failure (tiny reads over
+    # seconds are the mark of handshake throttling)
+    bytes_received: int | None = None
+
+
+# --- HTTP --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HTTPHop:
+    url: str
+    status: int | None
+    location: str | None = None
+    address: str | None = None  # the address this hop connected to
+
+
+@dataclass(slots=True)
+class HTTPStage:
+    ok: bool
+    failure: str | None
+    duration_s: float
+    url: str = ""  # the URL requested first
+    final_url: str | None = None
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # headers of interest, lower-case names
+    body_length: int | None = None  # bytes after decompression, capped at max_body_bytes
+    body_sha256: str | None = None
+    body_truncated: bool = False  # stopped at max_body_bytes or at the deadline
+    body_head: str | None = None  # the first KiB or so, decoded leniently (for fingerprints)
+    title: str | None = None
+    redirects: list[HTTPHop] = field(default_factory=list)
+    request_sent: bool = False  # the failure (if any) came after the request was written
+    # throughput sample (only for throughput targets): bytes/s over the body transfer
+    throughput_bps: float | None = None
+    transfer_s: float | None = None
