@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,17 @@ def test_the_table_is_restored_after_the_block() -> None:
     with pytest.raises(ValueError, match="unique"):
         with STAGES.extended(STAGES["dns"]):
             pass
+
+
+def test_the_json_schema_lists_the_tables_stages() -> None:
+    path = Path(__file__).resolve().parent.parent / "docs" / "schema" / "measurement.schema.json"
+    schema = json.loads(path.read_text())
+    stages = schema["$defs"]["stages"]
+    assert list(stages["properties"]) == list(STAGES.names)
+    assert stages["required"] == list(STAGES.names)
+    for name, prop in stages["properties"].items():
+        refs = [alt["$ref"] for alt in prop["oneOf"] if "$ref" in alt]
+        assert refs == [f"#/$defs/{name}"] and name in schema["$defs"], name
+    # the record's own stages and the control's are the one definition
+    assert schema["properties"]["stages"] == {"$ref": "#/$defs/stages"}
+    assert schema["$defs"]["measurement"]["properties"]["stages"] == {"$ref": "#/$defs/stages"}
