@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.metrics import MetricsPage, ProbeExposition
+from exporter.metricspage import MetricsPage
+from exporter.probemetrics import ProbeExposition
 from exporter.scheduler import Board, Monitor, epoch, rfc3339
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from probes.config import ConfigError, load_config, parse_duration

@@ -13,14 +13,9 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from exporter.metrics import (
-    CHUNK_SERIES,
-    MetricsPage,
-    ProbeExposition,
-    encode,
-    probe_registry,
-    registry_for,
-)
+from exporter.metrics import encode, registry_for
+from exporter.metricspage import CHUNK_SERIES, MetricsPage
+from exporter.probemetrics import ProbeExposition, probe_registry
 from exporter.scheduler import Board, epoch
 from probes.config import parse_config
 from probes.model import CANARY_SERVICE, Config
