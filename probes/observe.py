@@ -1,0 +1,194 @@
+"""What the classifier's rules look at: where a measurement stopped, and its DNS answers.
+
+:class:`Case` is one classification's inputs, prepared once; :class:`Break` is
+the first stage that failed (walking the stage table in order) or an
+unexpected status. Pure functions over records, no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from probes.failures import Failure
+from probes.fingerprints import FingerprintSet, normalize_address
+from probes.records import DNSStage, HTTPStage, Measurement
+from probes.stages import STAGES
+
+__all__ = [
+    "CERT_FAILURES",
+    "MIN_SAMPLE_S",
+    "STATUS",
+    "Break",
+    "Case",
+    "addresses_of",
+    "all_answers",
+    "all_bogon",
+    "answers_differ",
+    "break_of",
+    "clean_failure",
+    "incomplete",
+    "is_bogon",
+    "is_throughput_sample",
+    "stage_label",
+    "stage_order",
+    "status_expected",
+]
+
+#: After the stages of the table, in measuring order: the response arriving with
+#: a status outside expectations (the server was reached, so it is not a stage
+#: failure).
+STATUS = "status"
+
+
+def stage_order(stage: str) -> int:
+    """Where ``stage`` (a stage of the table, or "status") falls in measuring order."""
+    return len(STAGES) if stage == STATUS else STAGES.names.index(stage)
+
+
+def stage_label(stage: str) -> str:
+    return "HTTP status" if stage == STATUS else STAGES[stage].label
+
+
+#: TLS failures that say "this server is not the host" rather than "interrupted".
+CERT_FAILURES = frozenset(
+    {Failure.SSL_INVALID_HOSTNAME, Failure.SSL_UNKNOWN_AUTHORITY, Failure.SSL_INVALID_CERTIFICATE}
+)
+
+
+#: A throughput sample shorter than this (and not cut by the deadline) is noise:
+#: a connection's slow start alone can make it look throttled.
+MIN_SAMPLE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Where a measurement stopped working: the stage and its failure string."""
+
+    stage: str  # a stage of the table, or "status"
+    failure: str
+
+    @property
+    def index(self) -> int:
+        return stage_order(self.stage)
+
+    def short(self) -> str:
+        if self.stage == "status":
+            return self.failure
+        return f"{self.failure} at {stage_label(self.stage)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """Everything one classification looks at, prepared once."""
+
+    obs: Measurement
+    brk: Break | None
+    control: Measurement | None  # usable control measurement, else None
+    ctl_brk: Break | None
+    why_no_control: str  # clause used when control is None
+    canaries: Sequence[Measurement]
+    peers: Sequence[Measurement]
+    fingerprints: FingerprintSet
+    throttle_ratio: float
+    is_control: bool
+
+
+def break_of(m: Measurement) -> Break | None:
+    """The first stage that failed, or an unexpected status, or None when it all worked.
+
+    For a throughput target, an HTTP timeout after the status and some body
+    arrived is a throughput sample (the budget ran out mid-body), not a failure.
+    """
+    stages = m.stages
+    for stage in STAGES.names:
+        rec = stages.get(stage)
+        if rec is None or rec.ok:
+            continue
+        if isinstance(rec, HTTPStage) and is_throughput_sample(m, rec):
+            continue
+        return Break(stage, clean_failure(rec.failure))
+    http = m.http
+    if http is not None and http.status is not None and not status_expected(m, http.status):
+        return Break("status", f"status {http.status}")
+    return None
+
+
+def is_throughput_sample(m: Measurement, http: HTTPStage) -> bool:
+    return (
+        m.throughput
+        and http.failure == Failure.TIMEOUT
+        and http.status is not None
+        and (http.body_length or 0) > 0
+    )
+
+
+def incomplete(m: Measurement) -> str | None:
+    """The last stage of the target's scheme when it is missing although nothing failed."""
+    try:
+        scheme = urlsplit(m.target).scheme.lower()
+    except ValueError:
+        return None
+    last = STAGES.last_for_scheme(scheme)
+    if last is None or last.name in m.stages:
+        return None
+    if any(not rec.ok for rec in m.stages.values()):
+        return None
+    return last.name
+
+
+def status_expected(m: Measurement, status: int) -> bool:
+    """Inside the target's ``expect_status``; without one, anything below 400."""
+    if m.expect_status:
+        return status in m.expect_status
+    return status < 400
+
+
+def addresses_of(dns: DNSStage | None) -> set[str]:
+    if dns is None or not dns.ok:
+        return set()
+    return {normalize_address(a) for a in dns.addresses}
+
+
+def all_answers(dns: DNSStage) -> list[str]:
+    """Every address the resolver gave, from the stage and from each query's answers."""
+    out = list(dns.addresses)
+    for query in dns.queries:
+        out += [a.value for a in query.answers if a.rtype in ("A", "AAAA")]
+    return out
+
+
+def answers_differ(obs: DNSStage | None, ctl: DNSStage | None) -> bool:
+    """Both resolved (by DNS, not from an IP literal) and share no address."""
+    if obs is None or ctl is None or obs.skipped or ctl.skipped:
+        return False
+    mine, theirs = addresses_of(obs), addresses_of(ctl)
+    return bool(mine) and bool(theirs) and not mine & theirs
+
+
+def is_bogon(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+def all_bogon(addresses: Iterable[str]) -> bool:
+    listed = list(addresses)
+    return bool(listed) and all(map(is_bogon, listed))
+
+
+def clean_failure(text: str | None) -> str:
+    """A failure or error string fit for one sentence: one line, bounded."""
+    flat = " ".join((text or "").split()) or "unknown_failure: no detail"
+    return flat[:157] + "..." if len(flat) > 160 else flat
