@@ -71,7 +71,7 @@ def parse_listen(text: str) -> tuple[str | None, int]:
 
 
 # --- the status page ----------------------------------------------------------------
-# exporter/page.py renders it from the status document and the store's timeline;
+# exporter/page/ renders it from the status document and the store's timeline;
 # this adapter is all it sees of `serve`, and _add_status_page the one place it is routed.
 
 
