@@ -362,3 +362,61 @@ async def test_served_views_of_hostile_values(hostile_client: Client) -> None:
     doc = await r.json()
     assert {t["target"] for s in doc["services"] for t in s["targets"]} == {TARGET}
     assert {v["vantage"] for s in doc["services"] for v in s["vantages"]} == {VANTAGE}
+
+
+# --- from serve's board: odd characters a config allows in target URLs -------------------
+
+ODD_CONFIG = """
+version: 1
+vantages:
+  - {name: control, control: true, resolver: 127.0.0.1:5353,
+     country: NL, timezone: Europe/Amsterdam}
+  - {name: censored, resolver: 127.0.0.1:5354, country: IR, timezone: Asia/Tehran}
+  - {name: quiet, resolver: 127.0.0.1:5355}
+canaries: [https://canary.lifeline.test/]
+services:
+  - name: open
+    targets:
+      - 'https://open.lifeline.test/"><img src=x onerror=alert(1)>'
+      - 'https://open.lifeline.test/<script>alert(1)</script>'
+      - "https://open.lifeline.test/?'onmouseover='alert(1)"
+"""
+
+
+def odd_board() -> Any:
+    from exporter.scheduler import Board
+    from probes.config import parse_config
+    from probes.model import CANARY_SERVICE
+
+    board = Board(parse_config(ODD_CONFIG))
+    t = iso(NOW - timedelta(minutes=5))
+    for service, target, vantage in board.keys():
+        if vantage == "quiet":
+            continue
+        ok = vantage == "control" or service == CANARY_SERVICE
+        m = Measurement(target=target, vantage=vantage, time=t, service=service)
+        verdict = Verdict.OK if ok else Verdict.HTTP_BLOCKED
+        board.publish(Result(m, verdict, f"block page titled {SCRIPT} at {target}"))
+    return board
+
+
+def test_the_page_from_serves_board_is_typed_and_says_what_the_status_document_says() -> None:
+    from dataclasses import replace
+
+    from exporter.page.view import status_from_document
+    from exporter.server import _page_status, status_document
+
+    board = odd_board()
+    typed = _page_status(board)
+    from_json = status_from_document(json.loads(json.dumps(status_document(board))))
+    assert replace(typed, time=None) == replace(from_json, time=None)
+    assert [v.name for v in typed.vantages] == ["control", "censored", "quiet"]
+    assert {c.verdict for c in typed.cells if c.vantage == "censored"} >= {"http_blocked"}
+
+    page = render_page(typed, [], now=NOW)
+    assert_nothing_live(page, benign_page())
+    text = "".join(markup(page).text)
+    assert "https://open.lifeline.test/<script>alert(1)</script>" in text
+    assert f"block page titled {SCRIPT}" in "".join(
+        a.get("title", "") for _, a in markup(page).tags
+    )

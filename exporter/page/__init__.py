@@ -6,7 +6,7 @@ worst verdict of each service's targets, in words, a glyph and a colour), a
 timeline of verdict bands per service, recent changes, and a drill-down with
 the stage-by-stage evidence of one (target, vantage).
 
-Everything is rendered on the server from the status document and the store's
+Everything is rendered on the server from the typed status (`view.Status`) and the store's
 verdict changes, so the page is complete without JavaScript and testable
 without a browser. ``static/page.js`` only adds live updates (it polls
 ``/api/v1/status`` and patches the cells that changed), the clipboard button

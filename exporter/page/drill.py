@@ -28,6 +28,7 @@ from exporter.page.timeline import timelines
 from exporter.page.view import (
     DEFAULT_HOURS,
     DRILL_MEASUREMENTS,
+    Status,
     ago,
     build_board,
     css,
@@ -265,7 +266,7 @@ def measurement_view(record: Mapping[str, Any], now: datetime) -> MeasurementVie
 
 
 def render_target_page(
-    status: Mapping[str, Any],
+    status: Status | Mapping[str, Any],
     changes: Sequence[ChangeRow],
     measurements: Sequence[Mapping[str, Any]],
     *,

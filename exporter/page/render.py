@@ -28,9 +28,11 @@ from exporter.page.view import (
     TREND_WINDOW,
     Board,
     Cell,
+    Status,
     VantageInfo,
     abs_utc,
     ago,
+    as_status,
     build_board,
     count_verdicts,
     css,
@@ -372,7 +374,7 @@ def _window_lines(window: Mapping[str, Any] | None) -> list[str]:
 
 
 def render_page(
-    status: Mapping[str, Any],
+    status: Status | Mapping[str, Any],
     changes: Sequence[ChangeRow],
     *,
     now: datetime,
@@ -382,13 +384,14 @@ def render_page(
     static_v: str = "1",
     window: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole status page as HTML: a pure function of the status document and the timeline.
+    """The whole status page as HTML: a pure function of the status and the timeline.
 
     ``changes`` are the verdict periods overlapping the last ``hours``; ``now``
     fixes "since" and local times so the output is reproducible.
     """
     now = now.astimezone(UTC)
-    board = build_board(status)
+    typed = as_status(status)
+    board = build_board(typed)
     services = board.services
     if only_problems:
         services = [
@@ -418,7 +421,7 @@ def render_page(
         only_problems=only_problems,
         notice=(
             "The first round of measurements is still running: cells fill in as results arrive."
-            if status.get("ready") is False
+            if typed.ready is False
             else ""
         ),
         overview=head,

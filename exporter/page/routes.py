@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
@@ -16,7 +15,14 @@ from exporter.page.render import render_page
 from exporter.page.source import PageSource
 from exporter.page.summary import summary_text
 from exporter.page.timeline import timeline
-from exporter.page.view import DEFAULT_HOURS, DEFAULT_POLL_S, DRILL_MEASUREMENTS, MAX_HOURS, rfc3339
+from exporter.page.view import (
+    DEFAULT_HOURS,
+    DEFAULT_POLL_S,
+    DRILL_MEASUREMENTS,
+    MAX_HOURS,
+    as_status,
+    rfc3339,
+)
 
 __all__ = ["add_page_routes"]
 
@@ -77,7 +83,7 @@ class _Handlers:
     async def index(self, request: web.Request) -> web.Response:
         hours = _hours(request)
         now = datetime.now(UTC)
-        status = await self.source.status()
+        status = as_status(await self.source.status())
         changes = await self.source.changes(since=_since_arg(now, hours))
         page = render_page(
             status,
@@ -117,11 +123,9 @@ class _Handlers:
             raise web.HTTPBadRequest(text="service, target and vantage are required\n")
         hours = _hours(request)
         now = datetime.now(UTC)
-        status = await self.source.status()
+        status = as_status(await self.source.status())
         known = any(
-            isinstance(r, Mapping)
-            and (r.get("service"), r.get("target"), r.get("vantage")) == (service, target, vantage)
-            for r in status.get("results") or []
+            (c.service, c.target, c.vantage) == (service, target, vantage) for c in status.cells
         )
         changes = await self.source.changes(since=_since_arg(now, hours))
         records = await self.source.measurements(
@@ -152,7 +156,7 @@ class _Handlers:
         )
 
     async def summary(self, request: web.Request) -> web.Response:
-        status = await self.source.status()
+        status = as_status(await self.source.status())
         return web.Response(
             text=summary_text(status, now=datetime.now(UTC)),
             content_type="text/plain",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from exporter.page.view import Status
 
 __all__ = ["ChangeRow", "PageSource"]
 
@@ -32,8 +35,8 @@ class ChangeRow(Protocol):
 class PageSource(Protocol):
     """What ``serve`` hands the page: the current status, the timeline, the evidence."""
 
-    async def status(self) -> dict[str, Any]:
-        """The ``/api/v1/status`` document."""
+    async def status(self) -> Status | Mapping[str, Any]:
+        """The current verdicts: typed, or as the ``/api/v1/status`` document."""
         ...
 
     async def changes(self, *, since: str | None) -> Sequence[ChangeRow]:

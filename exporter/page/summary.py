@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.page.view import (
+    Status,
     VantageInfo,
     abs_utc,
     ago,
@@ -30,7 +31,7 @@ def plain(value: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def summary_text(status: Mapping[str, Any], *, now: datetime) -> str:
+def summary_text(status: Status | Mapping[str, Any], *, now: datetime) -> str:
     """A timestamped snapshot a responder pastes into a chat; problems first, worst first.
 
     One line per (service, vantage) that is not ok; a vantage where every

@@ -192,42 +192,89 @@ def _cell(row: Mapping[str, Any]) -> Cell:
     )
 
 
-def _vantage_infos(status: Mapping[str, Any], cells: Sequence[Cell]) -> list[VantageInfo]:
-    """Vantages in the server's order (control first), then any only seen in results."""
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The current verdicts the page shows, typed: what ``serve`` hands it.
+
+    ``serve`` builds it from its board (``exporter/server.py``); a ``lifeline.status/1``
+    JSON document (as ``/api/v1/status`` serves it) is read with :func:`status_from_document`.
+    """
+
+    time: datetime | None
+    cells: list[Cell] = field(default_factory=list)
+    vantages: list[VantageInfo] = field(default_factory=list)  # control first
+    ready: bool | None = None  # False while the first round of measurements runs
+
+
+def make_status(
+    cells: list[Cell],
+    vantages: Iterable[VantageInfo],
+    *,
+    time: datetime | None,
+    ready: bool | None,
+    meta: Mapping[str, VantageInfo] | None = None,
+) -> Status:
+    """Vantages in the given order (control first), then any only seen in ``cells``
+    (described by ``meta`` when it knows them)."""
     infos: dict[str, VantageInfo] = {}
+    for v in vantages:
+        infos.setdefault(v.name, v)
+    for c in cells:
+        if c.vantage not in infos:
+            seen = (meta or {}).get(c.vantage)
+            infos[c.vantage] = VantageInfo(
+                c.vantage, False, seen.country if seen else None, seen.timezone if seen else None
+            )
+    ordered = sorted(infos.values(), key=lambda v: not v.control)  # stable: control first
+    return Status(time, cells, ordered, ready)
+
+
+def status_from_document(status: Mapping[str, Any]) -> Status:
+    """A ``lifeline.status/1`` document as the page's :class:`Status` (nothing in it trusted)."""
+    rows = [r for r in status.get("results") or [] if isinstance(r, Mapping)]
+    cells = [_cell(r) for r in rows]
+    vantages = []
     for item in status.get("vantages") or []:
         if isinstance(item, str):
-            infos.setdefault(item, VantageInfo(item))
+            vantages.append(VantageInfo(item))
         elif isinstance(item, Mapping) and item.get("name"):
-            name = text(item["name"])
-            infos.setdefault(
-                name,
+            vantages.append(
                 VantageInfo(
-                    name,
+                    text(item["name"]),
                     bool(item.get("control")),
                     text(item.get("country")) or None,
                     text(item.get("timezone")) or None,
                     item["up"] if isinstance(item.get("up"), bool) else None,
-                ),
+                )
             )
-    rows = status.get("results") or []
-    meta = {text(r.get("vantage")): r for r in rows if isinstance(r, Mapping)}
-    for c in cells:
-        if c.vantage not in infos:
-            r = meta.get(c.vantage, {})
-            infos[c.vantage] = VantageInfo(
-                c.vantage, False, text(r.get("country")) or None, text(r.get("timezone")) or None
-            )
-    ordered = list(infos.values())
-    return sorted(ordered, key=lambda v: not v.control)  # stable: control first, rest as given
+    meta = {
+        text(r.get("vantage")): VantageInfo(
+            text(r.get("vantage")),
+            False,
+            text(r.get("country")) or None,
+            text(r.get("timezone")) or None,
+        )
+        for r in rows
+    }
+    ready = status.get("ready")
+    return make_status(
+        cells,
+        vantages,
+        time=parse_time(status.get("time")),
+        ready=ready if isinstance(ready, bool) else None,
+        meta=meta,
+    )
 
 
-def build_board(status: Mapping[str, Any]) -> Board:
-    cells = [_cell(r) for r in status.get("results") or [] if isinstance(r, Mapping)]
-    board = Board(time=parse_time(status.get("time")))
-    board.vantages = _vantage_infos(status, cells)
+def as_status(status: Status | Mapping[str, Any]) -> Status:
+    return status if isinstance(status, Status) else status_from_document(status)
+
+
+def build_board(status: Status | Mapping[str, Any]) -> Board:
+    typed = as_status(status)
+    board = Board(time=typed.time, vantages=typed.vantages)
     targets: dict[str, dict[str, None]] = {}
-    for c in cells:
+    for c in typed.cells:
         targets.setdefault(c.service, {})[c.target] = None
         board.cells.setdefault((c.service, c.vantage), []).append(c)
     board.services = sorted(targets)
