@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,10 @@ from exporter.scheduler import Board, Monitor, epoch, rfc3339
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from probes.config import ConfigError, load_config, parse_duration
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
+from probes.records import Verdict
+
+if TYPE_CHECKING:
+    from exporter.page.view import Status
 
 __all__ = [
     "ADHOC_SERVICE",
@@ -72,7 +76,7 @@ def parse_listen(text: str) -> tuple[str | None, int]:
 
 
 # --- the status page ----------------------------------------------------------------
-# exporter/page.py renders it from the status document and the store's timeline;
+# exporter/page/ renders it from the status document and the store's timeline;
 # this adapter is all it sees of `serve`, and _add_status_page the one place it is routed.
 
 
@@ -85,8 +89,8 @@ class _PageSource:
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
-    async def status(self) -> dict[str, Any]:
-        return status_document(self._monitor.board)
+    async def status(self) -> Status:
+        return _page_status(self._monitor.board)
 
     async def changes(self, *, since: str | None) -> Sequence[Any]:
         store = self._monitor.store
@@ -108,6 +112,31 @@ class _PageSource:
 
     async def window(self) -> Mapping[str, Any] | None:
         return await window_for(self._monitor, {})
+
+
+def _page_status(board: Board) -> Status:
+    """The board as the page reads it: typed, with what `status_document` would say."""
+    from exporter.page.view import Cell, VantageInfo, make_status, parse_time
+
+    up = board.vantages_up()
+    cells = [
+        Cell(
+            e.service,
+            e.target,
+            e.vantage,
+            e.verdict or Verdict.ERROR.value,
+            e.reason,
+            parse_time(e.since),
+            parse_time(e.time),
+            e.since,
+        )
+        for e in board.ordered()
+    ]
+    vantages = [
+        VantageInfo(v.name, v.control, v.country or None, v.timezone or None, up.get(v.name))
+        for v in board.config.vantages
+    ]
+    return make_status(cells, vantages, time=datetime.now(UTC), ready=board.ready)
 
 
 async def window_for(monitor: Monitor, query: Mapping[str, str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@
   var TIMELINE_REFRESH_MS = 300000;
   var RECENT_MAX = 30;
 
-  // --- time formatting (mirrors exporter/page.py) -------------------------------
+  // --- time formatting (mirrors exporter/page/view.py) ----------------------------
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function ago(seconds) {
     var s = Math.max(0, Math.floor(seconds));

@@ -1,0 +1,302 @@
+"""The drill-down page (``/target``): one (target, vantage)'s verdict, history and evidence.
+
+Each stored measurement becomes a record of plain text pieces, stage by stage
+beside the control's; ``templates/target.html`` lays them out (autoescaped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import quote
+
+from exporter.page.render import (
+    Since,
+    axis,
+    band_row,
+    cell_view,
+    change_view,
+    legend,
+    render,
+    since_of,
+)
+from exporter.page.source import ChangeRow
+from exporter.page.timeline import timelines
+from exporter.page.view import (
+    DEFAULT_HOURS,
+    DRILL_MEASUREMENTS,
+    Status,
+    ago,
+    build_board,
+    css,
+    look,
+    parse_time,
+    text,
+    verdict_label,
+)
+
+__all__ = ["render_target_page"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frag:
+    """A piece of a value: plain text, ``code`` or a ``diff`` note (``<em class="diff">``)."""
+
+    kind: Literal["text", "code", "diff"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    """One row of a stage's details: its lines, joined by ``<br>`` or by arrows (redirects)."""
+
+    key: str
+    lines: list[list[Frag]]
+    arrows: bool = False
+
+
+def _t(value: Any) -> Frag:
+    return Frag("text", text(value))
+
+
+def _code(value: Any) -> Frag:
+    return Frag("code", text(value))
+
+
+def _kv(rows: Sequence[KV]) -> list[KV]:
+    """The rows that have something to show."""
+    return [
+        r
+        for r in rows
+        if len(r.lines) > 1 or any(f.kind != "text" or f.text for line in r.lines for f in line)
+    ]
+
+
+def _one(key: str, value: Any) -> KV:
+    return KV(key, [[_t(value)]])
+
+
+def _dns_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+    """Answers per query, marking addresses the other side (control) did not see."""
+    theirs = set(other.get("addresses") or []) if other is not None else set()
+    addrs: list[list[Frag]] = []
+    for a in stage.get("addresses") or []:
+        line = [_code(a)]
+        if other is not None and a not in theirs:
+            line += [Frag("text", " "), Frag("diff", "not in the other column")]
+        addrs.append(line)
+    queries: list[list[Frag]] = []
+    for q in stage.get("queries") or []:
+        if not isinstance(q, Mapping):
+            continue
+        answers = ", ".join(
+            text(a.get("value")) for a in q.get("answers") or [] if isinstance(a, Mapping)
+        )
+        fail = f" ({text(q.get('failure'))})" if q.get("failure") else ""
+        rcode = text(q.get("rcode") or "no reply")
+        queries.append([_t(f"{text(q.get('qtype'))}: {rcode}{fail} {answers}")])
+    return _kv(
+        [
+            _one("resolver", stage.get("resolver")),
+            _one("name", stage.get("name")),
+            KV("addresses", addrs or [[_t("none")]]),
+            KV("queries", queries),
+        ]
+    )
+
+
+def _tcp_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+    attempts: list[list[Frag]] = []
+    for a in stage.get("attempts") or []:
+        if isinstance(a, Mapping):
+            res = "connected" if a.get("ok") else text(a.get("failure") or "failed")
+            where = f"{text(a.get('address'))}:{text(a.get('port'))}"
+            attempts.append([_code(where), _t(" " + res)])
+    return _kv(
+        [
+            _one("connected to", stage.get("address") or ""),
+            _one("via proxy", "yes" if stage.get("via_proxy") else ""),
+            KV("attempts", attempts),
+        ]
+    )
+
+
+def _tls_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+    raw = stage.get("certificate")
+    cert: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    received = stage.get("bytes_received")
+    return _kv(
+        [
+            _one("server name (SNI)", stage.get("server_name") or ""),
+            _one("version", stage.get("version") or ""),
+            _one("certificate", cert.get("subject_cn") or ""),
+            _one("names", ", ".join(text(s) for s in (cert.get("san") or [])[:8])),
+            _one("issuer", cert.get("issuer") or ""),
+            _one("bytes received", received if received is not None else ""),
+        ]
+    )
+
+
+def _http_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+    size = stage.get("body_length")
+    size_text = (
+        f"{size} bytes" + (" (truncated)" if stage.get("body_truncated") else "")
+        if size is not None
+        else ""
+    )
+    bps = stage.get("throughput_bps")
+    speed = (
+        f"{float(bps) / 1024:.1f} KiB/s"
+        if isinstance(bps, int | float) and math.isfinite(bps)
+        else ""
+    )
+    hops = [
+        [_t(f"{text(h.get('status'))} "), _code(h.get("url"))]
+        for h in stage.get("redirects") or []
+        if isinstance(h, Mapping)
+    ]
+    final = stage.get("final_url")
+    return _kv(
+        [
+            _one("status", stage.get("status") if stage.get("status") is not None else ""),
+            _one("title", stage.get("title") or ""),
+            _one("body size", size_text),
+            _one("throughput", speed),
+            KV("final URL", [[_code(final)]] if final else []),
+            KV("redirects", hops, arrows=True),
+            _one(
+                "failed after the request was sent",
+                "yes" if stage.get("request_sent") and not stage.get("ok") else "",
+            ),
+        ]
+    )
+
+
+_Detail = Callable[[Mapping[str, Any], Mapping[str, Any] | None], list[KV]]
+
+_STAGES: tuple[tuple[str, str, _Detail], ...] = (
+    ("dns", "DNS", _dns_detail),
+    ("tcp", "TCP", _tcp_detail),
+    ("tls", "TLS", _tls_detail),
+    ("http", "HTTP", _http_detail),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StageCell:
+    """One stage on one side: did not run, ok, or failed (how), its duration and details."""
+
+    ran: bool
+    ok: bool = False
+    failure: str = ""
+    duration: str = ""
+    details: list[KV] = field(default_factory=list)
+
+
+def _duration(stage: Mapping[str, Any]) -> str:
+    d = stage.get("duration_s")
+    return f"{float(d) * 1000:.0f} ms" if isinstance(d, int | float) and math.isfinite(d) else ""
+
+
+def _stage_cell(stage: Any, other: Any, detail: _Detail) -> StageCell:
+    st = stage if isinstance(stage, Mapping) else None
+    ot = other if isinstance(other, Mapping) else None
+    if st is None:
+        return StageCell(False)
+    return StageCell(
+        True,
+        bool(st.get("ok")),
+        text(st.get("failure") or "unknown"),
+        _duration(st),
+        detail(st, ot),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StageRow:
+    name: str
+    cells: list[StageCell]
+
+
+@dataclass(frozen=True, slots=True)
+class MeasurementView:
+    """One measurement: verdict and reason, then each stage beside the control's."""
+
+    stamp: Since | None
+    css: str
+    mark: str
+    label: str
+    reason: str
+    error: str
+    control: str | None  # the control vantage's name; None when there is no control
+    rows: list[StageRow]
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    """The value when it is a JSON object, else None (stored records are not trusted)."""
+    return value if isinstance(value, Mapping) else None
+
+
+def measurement_view(record: Mapping[str, Any], now: datetime) -> MeasurementView:
+    verdict = text(record.get("verdict"))
+    control = _mapping(record.get("control"))
+    mine = _mapping(record.get("stages")) or {}
+    # the control is a Measurement.to_dict(): its stages are top-level keys
+    theirs = (_mapping(control.get("stages")) or control if control else None) or {}
+    rows = []
+    for key, name, detail in _STAGES:
+        a, b = mine.get(key), theirs.get(key) if control else None
+        if a is None and b is None:
+            continue
+        cells = [_stage_cell(a, b, detail)] + ([_stage_cell(b, a, detail)] if control else [])
+        rows.append(StageRow(name, cells))
+    return MeasurementView(
+        stamp=since_of(parse_time(record.get("time")), now),
+        css=css(verdict),
+        mark=look(verdict).mark,
+        label=verdict_label(verdict),
+        reason=text(record.get("reason")),
+        error=text(record.get("error")) if record.get("error") else "",
+        control=text(control.get("vantage")) if control else None,
+        rows=rows,
+    )
+
+
+def render_target_page(
+    status: Status | Mapping[str, Any],
+    changes: Sequence[ChangeRow],
+    measurements: Sequence[Mapping[str, Any]],
+    *,
+    service: str,
+    target: str,
+    vantage: str,
+    now: datetime,
+    hours: float = DEFAULT_HOURS,
+    static_v: str = "1",
+) -> str:
+    """The evidence for one (target, vantage): its verdict, its history, its last measurements."""
+    now = now.astimezone(UTC)
+    board = build_board(status)
+    current = [c for c in board.cells.get((service, vantage), []) if c.target == target]
+    mine = [r for r in changes if (r.service, r.target, r.vantage) == (service, target, vantage)]
+    tl = timelines(mine, now - timedelta(hours=hours), now)
+    recent = sorted(measurements, key=lambda r: text(r.get("time")), reverse=True)
+    return render(
+        "target.html",
+        title=f"{service} at {vantage} — lifeline",
+        static_v=static_v,
+        back=quote("s-" + service, safe=""),
+        service=service,
+        target=target,
+        vantage=vantage,
+        current=cell_view(current[:1], now, per_target=True) if current else None,
+        hours_text=ago(hours * 3600),
+        band=band_row(tl.by_target.get((service, target, vantage), []), tl.start, tl.end, vantage),
+        axis=axis(tl.start, tl.end, now),
+        history=[change_view(r, now) for r in sorted(mine, key=lambda r: r.since, reverse=True)],
+        evidence=[measurement_view(r, now) for r in recent[:DRILL_MEASUREMENTS]],
+        legend=legend(),
+    )

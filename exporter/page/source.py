@@ -1,0 +1,54 @@
+"""What the status page reads from ``serve``: the two protocols ``server.py`` implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from exporter.page.view import Status
+
+__all__ = ["ChangeRow", "PageSource"]
+
+
+class ChangeRow(Protocol):
+    """One period of a verdict (``exporter.store.VerdictChange`` has this shape)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def vantage(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def previous(self) -> str | None: ...
+    @property
+    def since(self) -> str: ...
+    @property
+    def until(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class PageSource(Protocol):
+    """What ``serve`` hands the page: the current status, the timeline, the evidence."""
+
+    async def status(self) -> Status | Mapping[str, Any]:
+        """The current verdicts: typed, or as the ``/api/v1/status`` document."""
+        ...
+
+    async def changes(self, *, since: str | None) -> Sequence[ChangeRow]:
+        """Verdict periods still going on at or after ``since`` (all when None)."""
+        ...
+
+    async def measurements(
+        self, *, service: str, target: str, vantage: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` ``Result.to_dict()`` records of one (target, vantage)."""
+        ...
+
+    async def window(self) -> Mapping[str, Any] | None:
+        """The ``lifeline.window/1`` document for a 1 h window (None when there is none)."""
+        ...
