@@ -37,6 +37,8 @@ from exporter.page.view import (
     text,
     verdict_label,
 )
+from probes.records import DNSStage, HTTPStage, TCPStage, TLSStage
+from probes.stages import STAGES
 
 __all__ = ["render_target_page"]
 
@@ -177,12 +179,18 @@ def _http_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> l
 
 _Detail = Callable[[Mapping[str, Any], Mapping[str, Any] | None], list[KV]]
 
-_STAGES: tuple[tuple[str, str, _Detail], ...] = (
-    ("dns", "DNS", _dns_detail),
-    ("tcp", "TCP", _tcp_detail),
-    ("tls", "TLS", _tls_detail),
-    ("http", "HTTP", _http_detail),
-)
+#: The details shown for the built-in stages' records; a stage of the table
+#: without an entry shows its outcome and duration only.
+_DETAILS: dict[type, _Detail] = {
+    DNSStage: _dns_detail,
+    TCPStage: _tcp_detail,
+    TLSStage: _tls_detail,
+    HTTPStage: _http_detail,
+}
+
+
+def _no_details(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +255,8 @@ def measurement_view(record: Mapping[str, Any], now: datetime) -> MeasurementVie
     # the control is a Measurement.to_dict(): its stages are top-level keys
     theirs = (_mapping(control.get("stages")) or control if control else None) or {}
     rows = []
-    for key, name, detail in _STAGES:
+    for stage in STAGES:
+        key, name, detail = stage.name, stage.label, _DETAILS.get(stage.record, _no_details)
         a, b = mine.get(key), theirs.get(key) if control else None
         if a is None and b is None:
             continue
