@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from probes.defaults import BODY_PROPORTION as _BODY_PROPORTION
+from probes.defaults import TITLE_WORD_MIN as _TITLE_WORD_MIN
 from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.records import DNSStage, HTTPStage, Measurement, Verdict
@@ -78,11 +80,6 @@ _CERT_FAILURES = frozenset(
 _CONSENSUS_FAILURES = frozenset(
     {Failure.DNS_NXDOMAIN, Failure.DNS_NO_ANSWER, Failure.CONNECTION_REFUSED}
 )
-
-#: OONI's similarity thresholds (Web Connectivity): body length proportion and
-#: the minimum length of a title word that must appear in both titles.
-_BODY_PROPORTION = 0.7
-_TITLE_WORD_MIN = 5
 
 #: A throughput sample shorter than this (and not cut by the deadline) is noise:
 #: a connection's slow start alone can make it look throttled.

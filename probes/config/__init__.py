@@ -27,6 +27,6 @@ from __future__ import annotations
 from probes.config.document import load_config, parse_config
 from probes.config.durations import parse_duration
 from probes.config.problems import ConfigError
-from probes.config.sections import MAX_BODY_BYTES_LIMIT
+from probes.defaults import MAX_BODY_BYTES_LIMIT
 
 __all__ = ["MAX_BODY_BYTES_LIMIT", "ConfigError", "load_config", "parse_config", "parse_duration"]

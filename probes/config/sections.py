@@ -13,10 +13,9 @@ from yaml.nodes import Node, ScalarNode
 from probes.config.fields import read_ca_file, read_ip
 from probes.config.reader import Reader
 from probes.config.yamlload import INT, is_null, kind_of
+from probes.defaults import MAX_BODY_BYTES_LIMIT
 from probes.model import Defaults, Fingerprints, Storage
 
-#: Upper bound for defaults.max_body_bytes: a probe reads bodies into memory.
-MAX_BODY_BYTES_LIMIT = 64 * 1024 * 1024
 _DEFAULTS_KEYS = ("interval", "timeout", "ca_file", "throttle_ratio", "max_body_bytes")
 _STORAGE_KEYS = ("dir", "retention")
 _PROBE_KEYS = ("allow",)
