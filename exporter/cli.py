@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from probes import __version__
+from probes.defaults import DEFAULT_CONCURRENCY
 
 __all__ = ["main"]
 
@@ -62,9 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=64,
+        default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help="measurements in flight (default 64)",
+        help=f"measurements in flight (default {DEFAULT_CONCURRENCY})",
     )
 
     p = sub.add_parser("validate", help="check a config and say what is wrong")

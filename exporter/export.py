@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 from exporter.logs import BadLine, read_lines
 from exporter.store import DB_NAME, Store, StoreError, VerdictChange, parse_time
 from probes import __version__
+from probes.defaults import BODY_PROPORTION, DEFAULT_THROTTLE_RATIO, TITLE_WORD_MIN
 from probes.model import CANARY_SERVICE, Config, Storage
 from probes.records import Measurement, Result, Verdict
 
@@ -50,7 +51,6 @@ __all__ = [
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
 INCIDENTS_SCHEMA = "lifeline.incidents/1"
-DEFAULT_THROTTLE_RATIO = 0.25
 
 # --- shared: where the data is, what time is meant ------------------------------------------
 
@@ -454,7 +454,7 @@ def _ooni_control(control: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _title_words(title: str | None) -> set[str]:
-    return {w.lower() for w in re.findall(r"\w+", title or "") if len(w) >= 5}
+    return {w.lower() for w in re.findall(r"\w+", title or "") if len(w) >= TITLE_WORD_MIN}
 
 
 def _comparisons(http: dict[str, Any] | None, control: dict[str, Any] | None) -> dict[str, Any]:
@@ -466,7 +466,7 @@ def _comparisons(http: dict[str, Any] | None, control: dict[str, Any] | None) ->
     ours, theirs = http.get("body_length"), c_http.get("body_length")
     body = None
     if ours is not None and theirs is not None and max(ours, theirs) > 0:
-        body = min(ours, theirs) / max(ours, theirs) > 0.7
+        body = min(ours, theirs) / max(ours, theirs) > BODY_PROPORTION
     status = http.get("status") == c_http.get("status")
     h1 = set(http.get("headers") or {}) - _COMMON_HEADERS
     h2 = set(c_http.get("headers") or {}) - _COMMON_HEADERS

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from probes.defaults import DEFAULT_RETENTION_S
 from probes.records import Result, record_json
 
 __all__ = [
@@ -161,7 +162,7 @@ class Store:
     through :class:`AsyncStore` from an event loop.
     """
 
-    def __init__(self, directory: str | Path, *, retention_s: float = 30 * 86400) -> None:
+    def __init__(self, directory: str | Path, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
         self.path = Path(directory) / DB_NAME
         self.retention_s = retention_s
         self._last_prune = time.monotonic()
@@ -517,7 +518,7 @@ class AsyncStore:
     from the first awaited call.
     """
 
-    def __init__(self, directory: str | Path, *, retention_s: float = 30 * 86400) -> None:
+    def __init__(self, directory: str | Path, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
         self._directory = Path(directory)
         self._retention_s = retention_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeline-store")

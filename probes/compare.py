@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 
+from probes.defaults import BODY_PROPORTION, TITLE_WORD_MIN
 from probes.reasons import quoted, size_text
 from probes.records import HTTPStage
 
 __all__ = [
-    "BODY_PROPORTION",
     "COMMON_HEADERS",
-    "TITLE_WORD_MIN",
     "bodies_match",
     "body_proportion",
     "content_difference",
@@ -24,14 +23,6 @@ __all__ = [
     "titles_match",
     "uncommon_headers",
 ]
-
-#: OONI's similarity thresholds (Web Connectivity): body length proportion and
-#: the minimum length of a title word that must appear in both titles.
-BODY_PROPORTION = 0.7
-
-
-TITLE_WORD_MIN = 5
-
 
 #: Headers nearly every server sends: sharing them says nothing (after OONI).
 COMMON_HEADERS = frozenset(

@@ -12,6 +12,15 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from probes.defaults import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RETENTION_S,
+    DEFAULT_THROTTLE_RATIO,
+    DEFAULT_TIMEOUT_S,
+)
+
 __all__ = [
     "CANARY_SERVICE",
     "Agent",
@@ -200,17 +209,17 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    interval: float = 60.0
-    timeout: float = 10.0
+    interval: float = DEFAULT_INTERVAL_S
+    timeout: float = DEFAULT_TIMEOUT_S
     ca_file: str | None = None
-    throttle_ratio: float = 0.25
-    max_body_bytes: int = 1_048_576
+    throttle_ratio: float = DEFAULT_THROTTLE_RATIO
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    dir: str = "./lifeline-data"
-    retention: float = 30 * 86400.0  # seconds
+    dir: str = DEFAULT_DATA_DIR
+    retention: float = DEFAULT_RETENTION_S  # seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from probes import __version__
 from probes.classify import classify
+from probes.defaults import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY  # re-exported
+from probes.defaults import DEFAULT_PER_VANTAGE as DEFAULT_PER_VANTAGE  # re-exported
 from probes.fingerprints import FingerprintSet
 from probes.measure import measure
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
@@ -24,11 +26,6 @@ from probes.remote import RemoteAgents
 from probes.workers import MeasuringPool
 
 __all__ = ["Job", "Observations", "Runner", "jobs_for", "judge"]
-
-#: Measurements in flight at once, in all, and per vantage (a slow proxy must
-#: not starve the other vantages).
-DEFAULT_CONCURRENCY = 64
-DEFAULT_PER_VANTAGE = 24
 
 _S = TypeVar("_S", str, str | None)
 

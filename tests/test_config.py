@@ -737,3 +737,15 @@ def test_any_text_loads_or_raises_config_error(text: str) -> None:
 )
 def test_yaml_punctuation_soup_loads_or_raises_config_error(text: str) -> None:
     _load_or_config_error(text)
+
+
+@pytest.mark.parametrize("section", ["defaults", "storage"])
+def test_writing_the_documented_defaults_changes_nothing(section: str) -> None:
+    """docs/config.md's default column is what lifeline uses when a key is left out."""
+    doc = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    table = doc.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| `")]
+    written = {key.strip().strip("`"): value.strip().strip("`") for key, value in rows}
+    assert written, f"no defaults table under ## {section}"
+    block = "".join(f"  {key}: {value}\n" for key, value in written.items())
+    assert parse_config(MINIMAL + f"{section}:\n{block}") == parse_config(MINIMAL)

@@ -1,0 +1,189 @@
+"""``vantages:``: where lifeline measures from, and the remote agents that measure some of them."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from yaml.nodes import MappingNode, Node
+
+from probes.config.fields import (
+    check_unique_names,
+    field_node,
+    host_port,
+    normal_ip,
+    read_ca_file,
+    read_ip,
+    read_name,
+    redact_userinfo,
+    required,
+    required_list,
+)
+from probes.config.proxies import read_proxy
+from probes.config.reader import Reader
+from probes.config.resolvers import read_resolver
+from probes.config.yamlload import is_null
+from probes.model import Agent, ResolverSpec, Vantage
+
+_VANTAGE_KEYS = (
+    "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
+)  # fmt: skip
+_AGENT_KEYS = ("url", "vantage", "username", "password", "ca_file")
+#: What a vantage measured by a remote agent cannot have: the agent's own config has them.
+_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address")
+
+
+def read_vantages(r: Reader, node: Node | None, root: Node) -> tuple[Vantage, ...] | None:
+    elements = required_list(r, node, root, "vantages", "vantage")
+    if elements is None:
+        return None
+    vantages = [_read_vantage(r, e, f"vantages[{i}]") for i, e in enumerate(elements)]
+    unique = check_unique_names(r, elements, "vantages")
+    controls = [i for i, e in enumerate(elements) if r.is_true(field_node(e, "control"))]
+    for i in controls[1:]:
+        r.error(
+            f"vantages[{i}].control",
+            f"only one vantage can be the control; vantages[{controls[0]}] already is",
+            field_node(elements[i], "control"),
+        )
+    if not unique or len(controls) > 1 or any(v is None for v in vantages):
+        return None
+    return tuple(v for v in vantages if v is not None)
+
+
+def _read_vantage(r: Reader, node: Node, path: str) -> Vantage | None:
+    fields = r.mapping(node, path, _VANTAGE_KEYS)
+    if fields is None:
+        return None
+    ok = True
+    name = required(r, fields, "name", path, node, read_name)
+    values: dict[str, object] = {}
+    agent_node = fields.get("agent")
+    if is_null(agent_node):
+        resolver = required(r, fields, "resolver", path, node, read_resolver)
+    else:  # measured by a remote agent: no resolver or path here
+        assert agent_node is not None
+        agent = _read_agent(r, agent_node, f"{path}.agent", name or "")
+        ok = _no_local_path(r, fields, path) and agent is not None
+        resolver = None if agent is None else ResolverSpec(kind="agent", url=agent.url)
+        values["agent"] = agent
+    for key, read in (
+        ("control", lambda n, p: r.boolean(n, p)),
+        ("proxy", lambda n, p: read_proxy(r, n, p)),
+        ("source_address", lambda n, p: read_ip(r, n, p)),
+        ("country", lambda n, p: _read_country(r, n, p)),
+        ("timezone", lambda n, p: _read_timezone(r, n, p)),
+    ):
+        if not is_null(fields.get(key)):
+            values[key] = read(fields[key], f"{path}.{key}")
+            ok = ok and values[key] is not None
+    if not ok or name is None or resolver is None:
+        return None
+    return Vantage(name=name, resolver=resolver, **values)  # type: ignore[arg-type]
+
+
+def _no_local_path(r: Reader, fields: dict[str, Node], path: str) -> bool:
+    """A vantage measured by an agent has no resolver or path of its own here."""
+    clash = [key for key in _LOCAL_PATH_KEYS if not is_null(fields.get(key))]
+    for key in clash:
+        r.error(
+            f"{path}.{key}",
+            "cannot be combined with agent: the agent's own config says how its vantage "
+            "resolves and connects",
+            fields[key],
+        )
+    return not clash
+
+
+def _read_agent(r: Reader, node: Node, path: str, vantage: str) -> Agent | None:
+    """``agent: URL`` or ``agent: {url, vantage, username, password, ca_file}``.
+
+    The URL's host must be an IP address (never the system resolver), and it
+    carries no credentials: they go in username/password, where ``${NAME}``
+    keeps the password out of the file. ``vantage`` defaults to this vantage's name.
+    """
+    if isinstance(node, MappingNode):
+        fields = r.mapping(node, path, _AGENT_KEYS)
+        if fields is None:
+            return None
+    else:
+        fields = {"url": node}
+    url = required(r, fields, "url", path, node, _read_agent_url)
+    texts: dict[str, str | None] = {}
+    ok = url is not None
+    for key in ("vantage", "username", "password"):
+        if not is_null(fields.get(key)):
+            read = read_name if key == "vantage" else _read_plain_text
+            texts[key] = read(r, fields[key], f"{path}.{key}")
+            ok = ok and texts[key] is not None
+    if texts.get("password") is not None and texts.get("username") is None:
+        r.error(f"{path}.password", "needs a username as well", fields["password"])
+        ok = False
+    ca_file = None
+    if not is_null(fields.get("ca_file")):
+        ca_file = read_ca_file(r, fields["ca_file"], f"{path}.ca_file")
+        ok = ok and ca_file is not None
+    if not ok or url is None:
+        return None
+    return Agent(
+        url=url,
+        vantage=texts.get("vantage") or vantage,
+        username=texts.get("username"),
+        password=texts.get("password"),
+        ca_file=ca_file,
+    )
+
+
+def _read_plain_text(r: Reader, node: Node, path: str) -> str | None:
+    text = r.text(node, path)
+    return None if text is None else text.value
+
+
+def _read_agent_url(r: Reader, node: Node, path: str) -> str | None:
+    """http(s)://IP[:port][/prefix] with no credentials, query or fragment."""
+    text = r.text(node, path)
+    if text is None:
+        return None
+    url = text.value.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    netloc, _, _prefix = rest.partition("/")
+    problem = None
+    if not sep or scheme.lower() not in ("http", "https"):
+        problem = "must be http://IP:port or https://IP:port (the agent's address)"
+    elif "@" in netloc or "?" in rest or "#" in rest:
+        problem = "an agent URL has no credentials, query or fragment: use username and password"
+    else:
+        split = host_port(netloc)
+        if isinstance(split, str):
+            problem = split
+        elif normal_ip(split[0]) is None:
+            problem = (
+                "the agent's host must be an IP address: lifeline never asks the system "
+                "resolver where an agent is"
+            )
+    if problem:
+        r.error(path, f"{redact_userinfo(text.shown)}: {problem}", node)
+        return None
+    return scheme.lower() + "://" + rest
+
+
+def _read_country(r: Reader, node: Node, path: str) -> str | None:
+    text = r.text(node, path)
+    if text is None:
+        return None
+    code = text.value.strip().upper()
+    if not (len(code) == 2 and code.isascii() and code.isalpha()):
+        r.error(path, f"{text.shown} must be a two-letter country code such as IR", node)
+        return None
+    return code
+
+
+def _read_timezone(r: Reader, node: Node, path: str) -> str | None:
+    text = r.text(node, path)
+    if text is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(text.value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
+        r.error(path, f"{text.shown} is not a known IANA time zone such as Asia/Tehran", node)
+        return None
+    return text.value
