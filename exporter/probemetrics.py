@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from exporter.metrics import KEY, go_float
 from exporter.metricspage import EOF_LINE, Format, family_header, format_of, label_value
-from probes.records import Result, Verdict
+from probes.records import DNSStage, HTTPStage, Result, TCPStage, TLSStage, Verdict
 
 #: One /probe family: name, help, label names, and (label values, value) per sample.
 ProbeFamily = tuple[str, str, list[str], list[tuple[list[str], float]]]
@@ -27,13 +27,19 @@ def probe_registry(result: Result, duration_s: float) -> CollectorRegistry:
 def _probe_families(r: Result, duration_s: float) -> list[ProbeFamily]:
     """What one /probe answer says, in order: the blackbox-style families, then the verdict."""
     m = r.measurement
-    http = m.http.duration_s if m.http is not None else 0.0
-    transfer = (m.http.transfer_s or 0.0) if m.http is not None else 0.0
-    dns = m.dns.duration_s if m.dns is not None else 0.0
+    dns_rec, tcp, tls, http_rec = (
+        m.record(DNSStage),
+        m.record(TCPStage),
+        m.record(TLSStage),
+        m.record(HTTPStage),
+    )
+    http = http_rec.duration_s if http_rec is not None else 0.0
+    transfer = (http_rec.transfer_s or 0.0) if http_rec is not None else 0.0
+    dns = dns_rec.duration_s if dns_rec is not None else 0.0
     phases: list[tuple[list[str], float]] = [
         (["resolve"], dns),
-        (["connect"], m.tcp.duration_s if m.tcp is not None else 0.0),
-        (["tls"], m.tls.duration_s if m.tls is not None else 0.0),
+        (["connect"], tcp.duration_s if tcp is not None else 0.0),
+        (["tls"], tls.duration_s if tls is not None else 0.0),
         (["processing"], max(0.0, http - transfer)),
         (["transfer"], transfer),
     ]
@@ -51,7 +57,7 @@ def _probe_families(r: Result, duration_s: float) -> list[ProbeFamily]:
             "probe_http_status_code",
             "Status of the final HTTP response (0 if none).",
             [],
-            [([], (m.http.status or 0) if m.http is not None else 0)],
+            [([], (http_rec.status or 0) if http_rec is not None else 0)],
         ),
         (
             "probe_http_duration_seconds",

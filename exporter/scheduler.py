@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.records import EncodedRecord, Measurement, Result, Verdict
+from probes.stages import STAGES
 
 if TYPE_CHECKING:
     from exporter.logs import ProbeLog
@@ -338,11 +339,8 @@ class Entry:
 
 
 def _durations(m: Measurement) -> tuple[tuple[str, float], ...]:
-    return tuple(
-        (name, rec.duration_s)
-        for name, rec in (("dns", m.dns), ("tcp", m.tcp), ("tls", m.tls), ("http", m.http))
-        if rec is not None
-    )
+    stages = m.stages
+    return tuple((name, stages[name].duration_s) for name in STAGES.names if name in stages)
 
 
 @dataclass(slots=True)

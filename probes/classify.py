@@ -67,7 +67,7 @@ from probes.reasons import (
     vs_control_answers,
     what_failed,
 )
-from probes.records import HTTPStage, Measurement, Verdict
+from probes.records import DNSStage, HTTPStage, Measurement, TCPStage, TLSStage, Verdict
 from probes.stages import STAGES
 
 __all__ = ["AGENT_UNREACHABLE", "Judgement", "classify"]
@@ -242,10 +242,12 @@ def _canaries_down(canaries: Sequence[Measurement]) -> bool:
 
 def _dns_fingerprint(case: Case) -> Judgement | None:
     """A known injected answer is DNS blocking, unless the control gets it too."""
-    dns = case.obs.dns
+    dns = case.obs.record(DNSStage)
     if dns is None or dns.skipped:
         return None
-    seen_by_control = addresses_of(case.control.dns) if case.control is not None else set()
+    seen_by_control = (
+        addresses_of(case.control.record(DNSStage)) if case.control is not None else set()
+    )
     for address in all_answers(dns):
         name = case.fingerprints.match_dns([address])
         if name is not None and normalize_address(address) not in seen_by_control:
@@ -258,10 +260,10 @@ def _dns_fingerprint(case: Case) -> Judgement | None:
 
 def _http_fingerprint(case: Case) -> Judgement | None:
     """A known block page, censor header, redirect to a block page, or HTTP 451."""
-    http = case.obs.http
+    http = case.obs.record(HTTPStage)
     if http is None:
         return None
-    ctl_http = case.control.http if case.control is not None else None
+    ctl_http = case.control.record(HTTPStage) if case.control is not None else None
     name = case.fingerprints.match_http(http)
     if name is not None and (ctl_http is None or case.fingerprints.match_http(ctl_http) != name):
         return Judgement(
@@ -347,7 +349,8 @@ def _every_vantage_fails(case: Case) -> Judgement | None:
         return None
     if brk.failure == Failure.CONNECTION_REFUSED:
         everyone = [case.obs, *peers.values()]
-        if any(m.tcp is None or m.tcp.via_proxy for m in everyone):
+        tcps = [m.record(TCPStage) for m in everyone]
+        if any(tcp is None or tcp.via_proxy for tcp in tcps):
             return None
     return Judgement(
         Verdict.SERVICE_DOWN,
@@ -372,8 +375,8 @@ def _first_failing_stage(case: Case) -> Judgement | None:
     if evidence is not None:
         return Judgement(
             Verdict.DNS_BLOCKED,
-            f"DNS answered {listing(addresses_of(case.obs.dns))} instead of the control's "
-            f"{listing(addresses_of(case.control.dns))}, and {evidence}.",
+            f"DNS answered {listing(addresses_of(case.obs.record(DNSStage)))} instead of the "
+            f"control's {listing(addresses_of(case.control.record(DNSStage)))}, and {evidence}.",
         )
     brk = case.brk
     if brk is None or brk.stage == "status":
@@ -392,13 +395,13 @@ def _not_served(case: Case) -> str | None:
     the same page as the control's): CDNs answer per region.
     """
     obs, ctl = case.obs, case.control
-    if ctl is None or not answers_differ(obs.dns, ctl.dns):
+    if ctl is None or not answers_differ(obs.record(DNSStage), ctl.record(DNSStage)):
         return None
-    if obs.tls is not None and obs.tls.ok:
+    tcp, tls = obs.record(TCPStage), obs.record(TLSStage)
+    if tls is not None and tls.ok:
         return None
-    if obs.tcp is not None and not obs.tcp.ok and _control_passed(case, "tcp"):
-        return f"nothing answers there (TCP {clean_failure(obs.tcp.failure)})"
-    tls = obs.tls
+    if tcp is not None and not tcp.ok and _control_passed(case, "tcp"):
+        return f"nothing answers there (TCP {clean_failure(tcp.failure)})"
     if tls is not None and not tls.ok and tls.failure in CERT_FAILURES:
         if _control_passed(case, "tls"):
             return f"the server there is not the host ({tls.failure}{cert_names(case)})"
@@ -408,7 +411,9 @@ def _not_served(case: Case) -> str | None:
         if difference is None:
             return None
         return f"the page there differs from the control's ({difference})"
-    if all_bogon(addresses_of(obs.dns)) and not any(map(is_bogon, addresses_of(ctl.dns))):
+    if all_bogon(addresses_of(obs.record(DNSStage))) and not any(
+        map(is_bogon, addresses_of(ctl.record(DNSStage)))
+    ):
         return "they are private or reserved addresses the control does not see"
     return None
 
@@ -427,9 +432,10 @@ def _responses(case: Case) -> tuple[HTTPStage, HTTPStage] | None:
     arrived = case.brk is None or case.brk.stage == "status"
     if ctl is None or not arrived or case.ctl_brk is not None:
         return None
-    if case.obs.http is None or ctl.http is None:
+    mine, theirs = case.obs.record(HTTPStage), ctl.record(HTTPStage)
+    if mine is None or theirs is None:
         return None
-    return case.obs.http, ctl.http
+    return mine, theirs
 
 
 # --- 6. throttled ---------------------------------------------------------------------
@@ -445,7 +451,7 @@ def _throttled(case: Case) -> Judgement | None:
     if rates is None:
         return None
     here, there = rates
-    http = case.obs.http
+    http = case.obs.record(HTTPStage)
     if http is None or not here < case.throttle_ratio * there or not _long_enough(http):
         return None
     return Judgement(
@@ -460,7 +466,7 @@ def _throughput_pair(case: Case) -> tuple[float, float] | None:
     ctl = case.control
     if not case.obs.throughput or ctl is None or case.brk is not None or case.ctl_brk is not None:
         return None
-    here_http, there_http = case.obs.http, ctl.http
+    here_http, there_http = case.obs.record(HTTPStage), ctl.record(HTTPStage)
     if here_http is None or there_http is None:
         return None
     here, there = here_http.throughput_bps, there_http.throughput_bps
@@ -490,11 +496,12 @@ def _anomaly(case: Case) -> Judgement | None:
         return Judgement(
             Verdict.ANOMALY,
             f"{capitalised(what_failed(case.obs, brk))}, "
-            f"while the control got {status_text(ctl.http)}.",
+            f"while the control got {status_text(ctl.record(HTTPStage))}.",
         )
-    if brk is not None or case.obs.http is None or ctl.http is None:
+    mine, theirs = case.obs.record(HTTPStage), ctl.record(HTTPStage)
+    if brk is not None or mine is None or theirs is None:
         return None
-    diff = http_diff(case.obs.http, ctl.http)
+    diff = http_diff(mine, theirs)
     if diff is None:
         return None
     return Judgement(Verdict.ANOMALY, f"The response differs from the control's: {diff}.")
@@ -539,16 +546,16 @@ def _ok(case: Case) -> Judgement:
 def _note(case: Case) -> str:
     """A caveat for an ok verdict: differing DNS answers served, or a too-short sample."""
     ctl = case.control
-    if ctl is not None and answers_differ(case.obs.dns, ctl.dns):
-        if case.obs.tls is not None:
+    if ctl is not None and answers_differ(case.obs.record(DNSStage), ctl.record(DNSStage)):
+        if case.obs.record(TLSStage) is not None:
             how = "TLS is valid for the name"
-        elif case.obs.http is not None:
+        elif case.obs.record(HTTPStage) is not None:
             how = "the page is the same"
         else:
             how = "differing answers alone are not blocking (CDNs answer per region)"
         return f"; its DNS answers differ from the control's, but {how}"
     rates = _throughput_pair(case)
-    http = case.obs.http
+    http = case.obs.record(HTTPStage)
     if rates is not None and http is not None and rates[0] < case.throttle_ratio * rates[1]:
         return (
             f"; throughput {rate_text(rates[0])} vs the control's {rate_text(rates[1])}, "

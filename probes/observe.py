@@ -110,7 +110,7 @@ def break_of(m: Measurement) -> Break | None:
         if isinstance(rec, HTTPStage) and is_throughput_sample(m, rec):
             continue
         return Break(stage, clean_failure(rec.failure))
-    http = m.http
+    http = m.record(HTTPStage)
     if http is not None and http.status is not None and not status_expected(m, http.status):
         return Break("status", f"status {http.status}")
     return None

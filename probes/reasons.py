@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 
 from probes.observe import STATUS, Break, Case, addresses_of, stage_label
-from probes.records import HTTPStage, Measurement
+from probes.records import DNSStage, HTTPStage, Measurement, TCPStage, TLSStage
 from probes.stages import STAGES
 
 __all__ = [
@@ -38,10 +38,12 @@ def what_failed(m: Measurement, brk: Break) -> str:
     if brk.stage == "tcp":
         return f"TCP connect{tcp_target(m)} failed with {brk.failure}"
     if brk.stage == "tls":
-        sni = m.tls.server_name if m.tls is not None and m.tls.server_name else None
+        tls = m.record(TLSStage)
+        sni = tls.server_name if tls is not None else None
         return f"the TLS handshake{f' (SNI {sni})' if sni else ''} failed with {brk.failure}"
     if brk.stage == "http":
-        sent = m.http is not None and m.http.request_sent
+        http = m.record(HTTPStage)
+        sent = http is not None and http.request_sent
         return f"HTTP failed with {brk.failure}{' after the request was sent' if sent else ''}"
     if brk.stage != STATUS:  # a stage of the table without a sentence of its own
         return f"{stage_label(brk.stage)} failed with {brk.failure}"
@@ -57,7 +59,7 @@ def expected_text(m: Measurement) -> str:
 
 
 def tcp_target(m: Measurement) -> str:
-    tcp = m.tcp
+    tcp = m.record(TCPStage)
     if tcp is None or not tcp.attempts:
         return ""
     last = tcp.attempts[-1]
@@ -72,31 +74,31 @@ def control_did(case: Case, brk: Break) -> str:
     if ctl is None:
         return ""
     if brk.stage == "dns":
-        return f"while the control resolved it to {listing(addresses_of(ctl.dns))}"
+        return f"while the control resolved it to {listing(addresses_of(ctl.record(DNSStage)))}"
     if brk.stage == "tcp":
         return "while the control connected"
     if brk.stage == "tls":
         return "while the control completed it"
     if brk.stage not in ("http", STATUS):
         return f"while the control's {stage_label(brk.stage)} stage worked"
-    return f"while the control got {status_text(ctl.http)}"
+    return f"while the control got {status_text(ctl.record(HTTPStage))}"
 
 
 def vs_control_answers(case: Case) -> str:
     if case.control is None:
         return ""
-    theirs = addresses_of(case.control.dns)
+    theirs = addresses_of(case.control.record(DNSStage))
     return f", while the control resolved it to {listing(theirs)}" if theirs else ""
 
 
 def control_status_clause(case: Case) -> str:
-    if case.control is None or case.control.http is None:
+    if case.control is None or case.control.record(HTTPStage) is None:
         return ""
-    return f", while the control got {status_text(case.control.http)}"
+    return f", while the control got {status_text(case.control.record(HTTPStage))}"
 
 
 def cert_names(case: Case) -> str:
-    tls = case.obs.tls
+    tls = case.obs.record(TLSStage)
     cert = tls.certificate if tls is not None else None
     if cert is None:
         return ""
@@ -113,7 +115,7 @@ def status_text(http: HTTPStage | None) -> str:
 
 
 def reached_text(m: Measurement) -> str:
-    http = m.http
+    http = m.record(HTTPStage)
     if http is not None and http.status is not None:
         return f"status {http.status}"
     for stage in reversed(STAGES.rows):

@@ -21,7 +21,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from probes.evidence import (
     DNSAnswer,
@@ -130,21 +130,23 @@ class Measurement:
         self.agent_version = agent_version
         self.clock_skew_s = clock_skew_s
 
-    def __getattr__(self, name: str) -> Any:
-        """``m.dns``: the record of the stage of that name, or None when it did not run."""
-        if name in STAGES:
-            return self.stages.get(name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    if not TYPE_CHECKING:  # at run time only: typed code reads m.record(DNSStage)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        """``m.dns = record`` keeps the record under ``stages`` (None removes it)."""
-        if name in STAGES:
-            if value is None:
-                self.stages.pop(name, None)
+        def __getattr__(self, name: str) -> Any:
+            """``m.dns``: the record of the stage of that name, or None when it did not run."""
+            if name in STAGES:
+                return self.stages.get(name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            """``m.dns = record`` keeps the record under ``stages`` (None removes it)."""
+            if name in STAGES:
+                if value is None:
+                    self.stages.pop(name, None)
+                else:
+                    self.stages[name] = value
             else:
-                self.stages[name] = value
-        else:
-            object.__setattr__(self, name, value)
+                object.__setattr__(self, name, value)
 
     def record(self, kind: type[_R]) -> _R | None:
         """The record of the stage whose record type is ``kind``, or None if it did not run."""

@@ -21,7 +21,7 @@ from probes.fingerprints import FingerprintSet
 from probes.measure import measure
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.net import VantageNet
-from probes.records import Measurement, Result
+from probes.records import DNSStage, HTTPStage, Measurement, Result, TLSStage
 from probes.remote import RemoteAgents
 from probes.workers import MeasuringPool
 
@@ -116,8 +116,8 @@ def _same(mine: _S, theirs: _S) -> _S:
 
 def _share(m: Measurement, peer: Measurement) -> None:
     """Point ``m``'s strings at the equal ones ``peer`` (same target, another vantage) holds."""
-    if m.dns is not None and peer.dns is not None:
-        dns, other = m.dns, peer.dns
+    dns, other = m.record(DNSStage), peer.record(DNSStage)
+    if dns is not None and other is not None:
         dns.name = _same(dns.name, other.name)
         if dns.addresses == other.addresses:
             dns.addresses[:] = other.addresses
@@ -125,14 +125,14 @@ def _share(m: Measurement, peer: Measurement) -> None:
             query.rcode = _same(query.rcode, other_query.rcode)
             for answer, other_answer in zip(query.answers, other_query.answers, strict=False):
                 answer.value = _same(answer.value, other_answer.value)
-    if m.tls is not None and peer.tls is not None:
-        tls, other_tls = m.tls, peer.tls
+    tls, other_tls = m.record(TLSStage), peer.record(TLSStage)
+    if tls is not None and other_tls is not None:
         tls.server_name = _same(tls.server_name, other_tls.server_name)
         tls.version = _same(tls.version, other_tls.version)
         tls.cipher = _same(tls.cipher, other_tls.cipher)
         tls.alpn = _same(tls.alpn, other_tls.alpn)
-    if m.http is not None and peer.http is not None:
-        http, other_http = m.http, peer.http
+    http, other_http = m.record(HTTPStage), peer.record(HTTPStage)
+    if http is not None and other_http is not None:
         http.body_head = _same(http.body_head, other_http.body_head)
         http.title = _same(http.title, other_http.title)
         http.final_url = _same(http.final_url, other_http.final_url)
