@@ -43,7 +43,7 @@ from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.records import DNSStage, HTTPStage, Measurement, Verdict
 
-__all__ = ["AGENT_UNREACHABLE", "Judgement", "classify"]
+__all__ = ["AGENT_UNREACHABLE", "HTTPComparison", "Judgement", "classify", "http_similarity"]
 
 #: Prefix of ``Measurement.error`` when the vantage's remote agent did not answer
 #: (probes/remote.py): no observation was made, and the vantage is down.
@@ -555,15 +555,37 @@ def _anomaly(case: _Case) -> Judgement | None:
     return Judgement(Verdict.ANOMALY, f"The response differs from the control's: {diff}.")
 
 
+@dataclass(frozen=True, slots=True)
+class HTTPComparison:
+    """A response beside the control's, by OONI's http-diff rules (what the classifier uses)."""
+
+    body_proportion: float | None  # smaller body length over larger; None when unknown
+    body_length_match: bool  # proportion above 0.7; unknown lengths never match
+    status_code_match: bool  # a status differs only when the control's is 2xx
+    headers_match: bool  # an uncommon header (not in the common list) in common
+    title_match: bool  # the same title words of 5+ letters (else the same title)
+
+
+def http_similarity(http: HTTPStage, control_http: HTTPStage) -> HTTPComparison:
+    """How ``http`` compares with the control's response: the anomaly rule's own comparison."""
+    proportion = _proportion(http.body_length, control_http.body_length)
+    return HTTPComparison(
+        body_proportion=proportion,
+        body_length_match=proportion is not None and proportion > _BODY_PROPORTION,
+        status_code_match=not _status_differs(http, control_http),
+        headers_match=bool(_uncommon_headers(http) & _uncommon_headers(control_http)),
+        title_match=_titles_match(http.title, control_http.title),
+    )
+
+
 def _http_diff(obs: HTTPStage, ctl: HTTPStage) -> str | None:
     """OONI's http-diff: None when the status matches and body, title or headers match.
 
     A status difference is ignored when the control's status is not 2xx.
     """
-    status_match = not _status_differs(obs, ctl)
-    body_match = _bodies_match(obs.body_length, ctl.body_length)
-    title_match = _titles_match(obs.title, ctl.title)
-    headers_match = bool(_uncommon_headers(obs) & _uncommon_headers(ctl))
+    same = http_similarity(obs, ctl)
+    status_match, body_match = same.status_code_match, same.body_length_match
+    title_match, headers_match = same.title_match, same.headers_match
     if status_match and (body_match or title_match or headers_match):
         return None
     parts = []
@@ -719,12 +741,6 @@ def _titles_match(a: str | None, b: str | None) -> bool:
 def _title_words(title: str | None) -> frozenset[str]:
     words = re.findall(r"\w+", (title or "").casefold())
     return frozenset(w for w in words if len(w) >= _TITLE_WORD_MIN)
-
-
-def _bodies_match(a: int | None, b: int | None) -> bool:
-    """Body length proportion above 0.7 (OONI); unknown lengths never match."""
-    proportion = _proportion(a, b)
-    return proportion is not None and proportion > _BODY_PROPORTION
 
 
 def _proportion(a: int | None, b: int | None) -> float | None:
