@@ -180,7 +180,9 @@ def _parse_time(text: Any) -> datetime | None:
 
 
 def _rfc3339(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from probes.timefmt import rfc3339
+
+    return rfc3339(dt, timespec="seconds")  # whole seconds: the page's and its API's form
 
 
 def _ago(seconds: float) -> str:

@@ -24,6 +24,7 @@ from probes.model import Target, Vantage
 from probes.net import StageContext, VantageNet
 from probes.records import DNSStage, HTTPStage, Measurement, TCPStage, TLSStage
 from probes.tcp import tcp_stage
+from probes.timefmt import rfc3339
 from probes.tls import tls_stage
 
 __all__ = ["STAGES", "StageFn", "blank_measurement", "measure"]
@@ -78,7 +79,7 @@ def blank_measurement(target: Target, vantage: Vantage, service: str) -> Measure
     return Measurement(
         target=target.url,
         vantage=vantage.name,
-        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        time=rfc3339(datetime.now(UTC)),
         service=service,
         expect_status=list(target.expect_status),
         throughput=target.throughput,
