@@ -325,20 +325,24 @@ def _to_dict(obj: Any) -> Any:
 _NESTED: dict[tuple[type, str], type] = {}
 
 
+_PLANS: dict[type, tuple[frozenset[str], tuple[tuple[str, type], ...]]] = {}
+
+
 def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
     """Build a record from its dict; unknown keys are ignored (forward compatible)."""
-    kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key, value in data.items():
-        if key not in names:
-            continue
-        sub = _NESTED.get((cls, key))
-        if sub is not None and value is not None:
+    plan = _PLANS.get(cls)  # (field names, nested fields): made once per class
+    if plan is None:
+        nested = tuple((key, sub) for (owner, key), sub in _NESTED.items() if owner is cls)
+        plan = _PLANS[cls] = (frozenset(_field_names(cls)), nested)
+    names, nested = plan
+    kwargs = {key: value for key, value in data.items() if key in names}
+    for key, sub in nested:
+        value = kwargs.get(key)
+        if value is not None:
             if isinstance(value, list):
-                value = [_from_dict(sub, v) for v in value]
+                kwargs[key] = [_from_dict(sub, v) for v in value]
             else:
-                value = _from_dict(sub, value)
-        kwargs[key] = value
+                kwargs[key] = _from_dict(sub, value)
     return cls(**kwargs)
 
 
