@@ -114,7 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, metavar="T")
     p.add_argument("--service", action="append", default=[], metavar="S")
     p.add_argument("--vantage", action="append", default=[], metavar="V")
-    p.add_argument("--format", choices=("jsonl", "csv", "ooni"), default="jsonl")
+    from exporter.export.formats import FORMATS
+
+    p.add_argument("--format", choices=tuple(FORMATS), default="jsonl")
 
     p = sub.add_parser("classify", help="re-classify a JSONL log with today's rules")
     p.add_argument(

@@ -72,8 +72,10 @@ JITTER_FRACTION = 0.5
 
 
 def rfc3339(ts: float) -> str:
-    """An epoch time as RFC 3339 UTC with milliseconds (the records' format)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """An epoch time as RFC 3339 UTC with microseconds (the records' format: probes.timefmt)."""
+    from probes.timefmt import rfc3339 as shared
+
+    return shared(ts)
 
 
 def epoch(text: str) -> float:

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from probes.model import CANARY_SERVICE, Vantage
 from probes.records import Verdict
+from probes.timefmt import rfc3339
 
 __all__ = [
     "BASE_DEPENDENCE",
@@ -657,4 +658,4 @@ def _fmt_span(span: timedelta) -> str:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return rfc3339(moment, timespec="seconds")  # windows start on a grid of whole minutes

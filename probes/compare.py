@@ -7,6 +7,7 @@ comparison the OONI export reports, kept once.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from probes.defaults import BODY_PROPORTION, TITLE_WORD_MIN
 from probes.reasons import quoted, size_text
@@ -14,10 +15,11 @@ from probes.records import HTTPStage
 
 __all__ = [
     "COMMON_HEADERS",
-    "bodies_match",
+    "HTTPComparison",
     "body_proportion",
     "content_difference",
     "http_diff",
+    "http_similarity",
     "status_differs",
     "title_words",
     "titles_match",
@@ -53,15 +55,37 @@ def content_difference(obs: HTTPStage, ctl: HTTPStage) -> str | None:
     return ", ".join(parts) or None
 
 
+@dataclass(frozen=True, slots=True)
+class HTTPComparison:
+    """A response beside the control's, by OONI's http-diff rules (what the classifier uses)."""
+
+    body_proportion: float | None  # smaller body length over larger; None when unknown
+    body_length_match: bool  # proportion above 0.7; unknown lengths never match
+    status_code_match: bool  # a status differs only when the control's is 2xx
+    headers_match: bool  # an uncommon header (not in the common list) in common
+    title_match: bool  # the same title words of 5+ letters (else the same title)
+
+
+def http_similarity(http: HTTPStage, control_http: HTTPStage) -> HTTPComparison:
+    """How ``http`` compares with the control's response: the anomaly rule's own comparison."""
+    proportion = body_proportion(http.body_length, control_http.body_length)
+    return HTTPComparison(
+        body_proportion=proportion,
+        body_length_match=proportion is not None and proportion > BODY_PROPORTION,
+        status_code_match=not status_differs(http, control_http),
+        headers_match=bool(uncommon_headers(http) & uncommon_headers(control_http)),
+        title_match=titles_match(http.title, control_http.title),
+    )
+
+
 def http_diff(obs: HTTPStage, ctl: HTTPStage) -> str | None:
     """OONI's http-diff: None when the status matches and body, title or headers match.
 
     A status difference is ignored when the control's status is not 2xx.
     """
-    status_match = not status_differs(obs, ctl)
-    body_match = bodies_match(obs.body_length, ctl.body_length)
-    title_match = titles_match(obs.title, ctl.title)
-    headers_match = bool(uncommon_headers(obs) & uncommon_headers(ctl))
+    same = http_similarity(obs, ctl)
+    status_match, body_match = same.status_code_match, same.body_length_match
+    title_match, headers_match = same.title_match, same.headers_match
     if status_match and (body_match or title_match or headers_match):
         return None
     parts = []
@@ -94,12 +118,6 @@ def titles_match(a: str | None, b: str | None) -> bool:
 def title_words(title: str | None) -> frozenset[str]:
     words = re.findall(r"\w+", (title or "").casefold())
     return frozenset(w for w in words if len(w) >= TITLE_WORD_MIN)
-
-
-def bodies_match(a: int | None, b: int | None) -> bool:
-    """Body length proportion above 0.7 (OONI); unknown lengths never match."""
-    proportion = body_proportion(a, b)
-    return proportion is not None and proportion > BODY_PROPORTION
 
 
 def body_proportion(a: int | None, b: int | None) -> float | None:

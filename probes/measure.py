@@ -22,6 +22,7 @@ from probes.model import Target, Vantage
 from probes.net import StageContext, VantageNet
 from probes.records import Measurement
 from probes.stages import STAGES, StageFn
+from probes.timefmt import rfc3339
 
 __all__ = ["STAGES", "StageFn", "blank_measurement", "measure"]
 
@@ -64,7 +65,7 @@ def blank_measurement(target: Target, vantage: Vantage, service: str) -> Measure
     return Measurement(
         target=target.url,
         vantage=vantage.name,
-        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        time=rfc3339(datetime.now(UTC)),
         service=service,
         expect_status=list(target.expect_status),
         throughput=target.throughput,

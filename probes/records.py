@@ -296,20 +296,26 @@ def _to_dict(obj: Any) -> Any:
     return obj
 
 
+#: Per record class: (its field names, (field, nested record class) pairs), made once.
+_PLANS: dict[type, tuple[frozenset[str], tuple[tuple[str, type], ...]]] = {}
+
+
 def _from_dict(cls: type[_R], data: dict[str, Any]) -> _R:
     """Build a record from its dict; unknown keys are ignored (forward compatible)."""
-    kwargs: dict[str, Any] = {}
-    nested = _nested_records(cls)  # type: ignore[arg-type]  # a class is hashable
-    for key, value in data.items():
-        if key not in nested:
-            continue
-        sub = nested[key]
-        if sub is not None and value is not None:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        found = _nested_records(cls)  # type: ignore[arg-type]  # a class is hashable
+        nested = tuple((key, sub) for key, sub in found.items() if sub is not None)
+        plan = _PLANS[cls] = (frozenset(_field_names(cls)), nested)
+    names, nested = plan
+    kwargs = {key: value for key, value in data.items() if key in names}
+    for key, sub in nested:
+        value = kwargs.get(key)
+        if value is not None:
             if isinstance(value, list):
-                value = [_from_dict(sub, v) for v in value]
+                kwargs[key] = [_from_dict(sub, v) for v in value]
             else:
-                value = _from_dict(sub, value)
-        kwargs[key] = value
+                kwargs[key] = _from_dict(sub, value)
     return cls(**kwargs)
 
 

@@ -27,7 +27,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -35,6 +35,7 @@ import aiohttp
 from probes.classify import AGENT_UNREACHABLE
 from probes.model import Agent, Target, Vantage
 from probes.records import Measurement
+from probes.timefmt import rfc3339
 
 __all__ = [
     "AGENT_BAD_ANSWER",
@@ -287,4 +288,4 @@ def _describe(exc: BaseException) -> str:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(ts)

@@ -24,6 +24,7 @@ from probes.errors import StageError, mapped
 from probes.evidence import TLSCertificate, TLSStage
 from probes.failures import Failure, unknown
 from probes.net import CountingSocket, StageContext
+from probes.timefmt import rfc3339
 
 __all__ = ["ParkedProtocol", "tls_stage"]
 
@@ -193,4 +194,4 @@ def _san(cert: x509.Certificate) -> list[str]:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(moment)

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exporter.page.source import ChangeRow
+from probes import timefmt
 from probes.records import Verdict
 
 DEFAULT_HOURS = 24.0
@@ -94,7 +95,7 @@ def parse_time(text: Any) -> datetime | None:
 
 
 def rfc3339(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.rfc3339(dt, timespec="seconds")  # whole seconds: the page's and its API's form
 
 
 def ago(seconds: float) -> str:
