@@ -88,10 +88,9 @@ def parse_time(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        dt = datetime.fromisoformat(text.strip().replace(" ", "T"))
-    except ValueError:
+        return datetime.fromtimestamp(timefmt.parse_rfc3339(text), UTC)
+    except (ValueError, OverflowError, OSError):
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def rfc3339(dt: datetime) -> str:
