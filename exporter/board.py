@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exporter.schedule import Key, Lateness
 from probes.model import CANARY_SERVICE, Config
 from probes.records import Measurement, Result, Verdict
+
+if TYPE_CHECKING:
+    from exporter.store import Latest
 
 __all__ = ["Board", "Entry"]
 
@@ -109,18 +112,15 @@ class Board:
             return
         self.measurements[(m.service, m.vantage, result.verdict.value)] += 1
 
-    def restore(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def restore(self, rows: Iterable[Latest]) -> None:
         """Current verdicts from the store, for keys that are still configured."""
         wanted = self._wanted
+        verdicts = Verdict.__members__.values()
         for row in rows:
-            key = (str(row["service"]), str(row["target"]), str(row["vantage"]))
-            if key in wanted and row.get("verdict") in Verdict.__members__.values():
+            key = (row.service, row.target, row.vantage)
+            if key in wanted and row.verdict in verdicts:
                 self.entries[key] = Entry(
-                    *key,
-                    str(row["verdict"]),
-                    str(row.get("reason", "")),
-                    str(row["since"]),
-                    str(row.get("time") or row["since"]),
+                    *key, row.verdict, row.reason, row.since, row.time or row.since
                 )
         self.version += 1
 

@@ -266,7 +266,7 @@ class Monitor:
         """Restore the published verdicts from the store, then start measuring."""
         if self._store is not None:
             try:
-                self.board.restore(await self._store.current())
+                self.board.restore(await self._store.latest())
             except Exception as exc:  # a damaged store must not keep the exporter down
                 _warn(f"could not restore verdicts from the store: {exc}")
         self._confirm = Confirmation({k: e.verdict for k, e in self.board.entries.items()})

@@ -42,6 +42,7 @@ __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
     "AsyncStore",
+    "Latest",
     "Store",
     "StoreError",
     "VerdictChange",
@@ -151,6 +152,23 @@ class VerdictChange:
     since: str  # RFC 3339 UTC, when it began
     until: str | None  # when it ended (None while current)
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """The current verdict of one (service, target, vantage): a row of ``latest``."""
+
+    service: str
+    target: str
+    vantage: str
+    verdict: str
+    reason: str
+    since: str  # RFC 3339 UTC, when the verdict began
+    time: str  # RFC 3339 UTC, the latest measurement that carries it
+
+
+def _fields(row: Latest) -> tuple[str, ...]:
+    return (row.service, row.target, row.vantage, row.verdict, row.reason, row.since, row.time)
 
 
 def parse_time(text: str) -> float:
@@ -355,13 +373,17 @@ class Store:
 
     def current(self) -> list[dict[str, Any]]:
         """The current verdict of every (service, target, vantage), with when it began."""
+        names = ("service", "target", "vantage", "verdict", "reason", "since", "time")
+        return [dict(zip(names, _fields(row), strict=True)) for row in self.latest()]
+
+    def latest(self) -> list[Latest]:
+        """Like :meth:`current`, as typed rows."""
         with self._errors():
             rows = self._db.execute(
                 "SELECT service, target, vantage, verdict, reason, since, time FROM latest "
                 "ORDER BY service, target, vantage"
             ).fetchall()
-        names = ("service", "target", "vantage", "verdict", "reason", "since", "time")
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return [Latest(*row) for row in rows]
 
     def measurements(
         self,
@@ -628,6 +650,9 @@ class AsyncStore:
 
     async def current(self) -> list[dict[str, Any]]:
         return await self._call(lambda s: s.current())
+
+    async def latest(self) -> list[Latest]:
+        return await self._call(lambda s: s.latest())
 
     async def measurements(self, **filters: Any) -> list[dict[str, Any]]:
         return await self._call(lambda s: list(s.measurements(**filters)))

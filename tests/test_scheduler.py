@@ -19,7 +19,7 @@ from exporter.scheduler import (
     runner_bounds,
     slots_for,
 )
-from exporter.store import AsyncStore
+from exporter.store import AsyncStore, Latest
 from probes.config import parse_config
 from probes.model import CANARY_SERVICE, Config
 from probes.records import DNSStage, Measurement, Result, Verdict
@@ -281,7 +281,7 @@ async def test_reload_drops_what_the_new_config_no_longer_names() -> None:
 
 def restored_rows(rows: Iterable[dict[str, str]]) -> Board:
     board = Board(config())
-    board.restore(rows)
+    board.restore(Latest(**row) for row in rows)
     return board
 
 
