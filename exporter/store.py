@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,10 +43,12 @@ __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
     "AsyncStore",
+    "Latest",
     "Store",
     "StoreError",
     "VerdictChange",
     "parse_time",
+    "wait_at_most",
 ]
 
 log = logging.getLogger("lifeline.store")
@@ -56,6 +59,11 @@ DB_NAME = "lifeline.db"
 _BUSY_TIMEOUT_MS = 10_000
 #: Pruning runs from :meth:`Store.add` at most this often.
 _PRUNE_EVERY_S = 3600.0
+#: Records put to an :class:`AsyncStore` are written in one transaction every this
+#: many seconds...
+STORE_FLUSH_S = 0.5
+#: ... or as soon as this many are waiting.
+STORE_BATCH = 256
 
 # Migration N (1-based) brings a store from version N-1 to N. Append only:
 # a released migration is never edited, so every old store can be brought
@@ -145,6 +153,23 @@ class VerdictChange:
     since: str  # RFC 3339 UTC, when it began
     until: str | None  # when it ended (None while current)
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """The current verdict of one (service, target, vantage): a row of ``latest``."""
+
+    service: str
+    target: str
+    vantage: str
+    verdict: str
+    reason: str
+    since: str  # RFC 3339 UTC, when the verdict began
+    time: str  # RFC 3339 UTC, the latest measurement that carries it
+
+
+def _fields(row: Latest) -> tuple[str, ...]:
+    return (row.service, row.target, row.vantage, row.verdict, row.reason, row.since, row.time)
 
 
 def parse_time(text: str) -> float:
@@ -349,13 +374,17 @@ class Store:
 
     def current(self) -> list[dict[str, Any]]:
         """The current verdict of every (service, target, vantage), with when it began."""
+        names = ("service", "target", "vantage", "verdict", "reason", "since", "time")
+        return [dict(zip(names, _fields(row), strict=True)) for row in self.latest()]
+
+    def latest(self) -> list[Latest]:
+        """Like :meth:`current`, as typed rows."""
         with self._errors():
             rows = self._db.execute(
                 "SELECT service, target, vantage, verdict, reason, since, time FROM latest "
                 "ORDER BY service, target, vantage"
             ).fetchall()
-        names = ("service", "target", "vantage", "verdict", "reason", "since", "time")
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return [Latest(*row) for row in rows]
 
     def measurements(
         self,
@@ -516,13 +545,35 @@ class AsyncStore:
     The Store is created in that thread on first use (SQLite connections are
     thread-confined); an error opening it (a :class:`StoreError`) surfaces
     from the first awaited call.
+
+    It batches what is :meth:`put` to it: once :meth:`start_writing` was called,
+    the queued records are written in one transaction every ``flush_s`` seconds,
+    or as soon as ``batch`` are waiting; before that (and after
+    :meth:`stop_writing`) each put is written at once. A failed batch is counted
+    (:attr:`write_failures`), told once per run of failures, and dropped:
+    measuring goes on, the records are still in the probe log.
     """
 
-    def __init__(self, directory: str | Path, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        flush_s: float = STORE_FLUSH_S,
+        batch: int = STORE_BATCH,
+    ) -> None:
         self._directory = Path(directory)
         self._retention_s = retention_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeline-store")
         self._store: Store | None = None
+        self._flush_s = flush_s
+        self._batch_size = batch
+        self._queue: list[dict[str, Any]] = []  # records waiting for the next transaction
+        self._flush_now = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._failing = False  # warn once per run of failed writes, not per batch
+        #: Batches whose transaction failed (``lifeline_store_write_failures_total``).
+        self.write_failures = 0
 
     def _get(self) -> Store:
         """The worker thread's Store (runs in that thread only)."""
@@ -547,8 +598,62 @@ class AsyncStore:
         batch = list(records)
         return await self._call(lambda s: s.add_records(batch))
 
+    # --- batched writes ----------------------------------------------------
+
+    async def put(self, records: Iterable[dict[str, Any]]) -> None:
+        """Queue ``Result.to_dict()`` records for the next batch (written now when not batching)."""
+        self._queue.extend(records)
+        if self._writer is None:
+            await self.flush()
+        elif len(self._queue) >= self._batch_size:
+            self._flush_now.set()
+
+    def start_writing(self) -> None:
+        """Write what is put in batches from now on (by a task of the running loop)."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="lifeline-store-writer")
+
+    async def stop_writing(self) -> None:
+        """Stop batching and write what is queued; later puts are written at once."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        await self.flush()
+
+    async def _write_loop(self) -> None:
+        """Write the queued records every ``flush_s``, or sooner when a batch is full."""
+        while True:
+            await wait_at_most(self._flush_now, self._flush_s)
+            self._flush_now.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """One transaction for everything queued; a failure is counted once per batch."""
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        try:
+            await self.add_records(batch)
+        except Exception as exc:  # counted and shown once per run; measuring goes on
+            self.write_failures += 1
+            if not self._failing:
+                self._failing = True
+                _warn(
+                    f"store write failed: {exc}; measuring goes on, failed batches are "
+                    "counted (lifeline_store_write_failures_total), their records still "
+                    "go to the probe log"
+                )
+            return
+        if self._failing:
+            self._failing = False
+            _warn(f"store writes work again ({self.write_failures} batches failed so far)")
+
     async def current(self) -> list[dict[str, Any]]:
         return await self._call(lambda s: s.current())
+
+    async def latest(self) -> list[Latest]:
+        return await self._call(lambda s: s.latest())
 
     async def measurements(self, **filters: Any) -> list[dict[str, Any]]:
         return await self._call(lambda s: list(s.measurements(**filters)))
@@ -560,7 +665,8 @@ class AsyncStore:
         return await self._call(lambda s: s.prune(now))
 
     async def aclose(self) -> None:
-        """Close the store in its thread, then stop the thread."""
+        """Write what is queued, close the store in its thread, then stop the thread."""
+        await self.stop_writing()
         loop = asyncio.get_running_loop()
 
         def close() -> None:
@@ -570,3 +676,22 @@ class AsyncStore:
 
         await loop.run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
+
+
+async def wait_at_most(event: asyncio.Event, seconds: float) -> bool:
+    """Wait at most ``seconds`` for ``event``; whether it is set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
+    arrives just as the awaited event is set, and a loop around it (the
+    scheduler's, the store writer's) then never ends, nor does ``serve``'s stop.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+    return event.is_set()
+
+
+def _warn(text: str) -> None:
+    print(f"lifeline serve: {text}", file=sys.stderr, flush=True)

@@ -48,7 +48,11 @@ __all__ = [
 
 #: The agent's endpoint and the schema of its answer.
 MEASURE_PATH = "/api/v1/measure"
-MEASURE_SCHEMA = "lifeline.agent.measurement/1"
+MEASURE_SCHEMA = "lifeline.agent.measurement/2"
+#: What a hub still reads: /1 agents keep a measurement's stage records flat
+#: beside its other keys, /2 under ``stages`` (as records do since
+#: lifeline.measurement/2); Measurement.from_dict reads both.
+READ_SCHEMAS = frozenset({"lifeline.agent.measurement/1", MEASURE_SCHEMA})
 #: ``Measurement.error`` prefixes for an agent that answered but did not measure.
 AGENT_REFUSED = "agent_refused"
 AGENT_BAD_ANSWER = "agent_bad_answer"
@@ -231,7 +235,7 @@ def _document(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise _Failed(AGENT_BAD_ANSWER, "the answer is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("schema") != MEASURE_SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in READ_SCHEMAS:
         raise _Failed(AGENT_BAD_ANSWER, f"the answer is not a {MEASURE_SCHEMA} document")
     return doc
 

@@ -1,16 +1,15 @@
 """Measure (target, vantage) pairs and judge them against the control.
 
-Data flows one way: config -> :class:`Runner` -> :func:`probes.measure.measure`
--> observations -> :func:`judge` -> results. ``judge`` is pure: it only picks,
-for each observation, the control's observation of the same target and the
-canaries of the vantages involved, then calls the classifier.
+Data flows one way: config -> :class:`Runner` -> its :class:`~probes.measurer.Measurer`
+-> observations -> :func:`judge` -> results. ``judge`` is pure: it only picks, for
+each observation, the control's observation of the same target and the canaries
+of the vantages involved, then calls the classifier.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from probes import __version__
@@ -18,31 +17,14 @@ from probes.classify import classify
 from probes.defaults import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY  # re-exported
 from probes.defaults import DEFAULT_PER_VANTAGE as DEFAULT_PER_VANTAGE  # re-exported
 from probes.fingerprints import FingerprintSet
-from probes.measure import measure
-from probes.model import CANARY_SERVICE, Config, Target, Vantage
-from probes.net import VantageNet
+from probes.measurer import Job, Measurer, measurer_for
+from probes.model import CANARY_SERVICE, Config
 from probes.records import DNSStage, HTTPStage, Measurement, Result, TLSStage
-from probes.remote import RemoteAgents
 from probes.workers import MeasuringPool
 
 __all__ = ["Job", "Observations", "Runner", "jobs_for", "judge"]
 
 _S = TypeVar("_S", str, str | None)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One (service, target, vantage) to measure."""
-
-    service: str
-    target: Target
-    vantage: Vantage
-    #: (service, target URL, vantage name), made once: the scheduler asks for it
-    #: several times per measurement, for every job of the config.
-    key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "key", (self.service, self.target.url, self.vantage.name))
 
 
 def jobs_for(
@@ -180,7 +162,11 @@ ProgressFn = Callable[[int, int], None]
 
 
 class Runner:
-    """Measures jobs of one config with bounded concurrency; owns the vantages' networks."""
+    """Measures jobs of one config with bounded concurrency, and judges them.
+
+    It holds one :class:`~probes.measurer.Measurer` (built by
+    :func:`~probes.measurer.measurer_for` unless given) and never asks which kind it is.
+    """
 
     def __init__(
         self,
@@ -189,59 +175,28 @@ class Runner:
         concurrency: int = DEFAULT_CONCURRENCY,
         per_vantage: int = DEFAULT_PER_VANTAGE,
         pool: MeasuringPool | None = None,
+        measurer: Measurer | None = None,
     ) -> None:
         """``pool``: measure local vantages in worker processes (``serve --workers``);
-        the runner does not own it and does not close it."""
+        the runner does not own it and does not close it. ``measurer``: measure with
+        this one instead (the bounds and ``pool`` are then its business); the runner
+        closes it."""
         self.config = config
-        self._pool = pool
         self.fingerprints = FingerprintSet.build(config.fingerprints)
-        self._stop = self.fingerprints.injected_addresses()
-        self._nets: dict[str, VantageNet] = {}
-        self._all = asyncio.Semaphore(concurrency)
-        self._per_vantage = per_vantage
-        self._vantage_sem: dict[str, asyncio.Semaphore] = {}
         self._timeout = config.defaults.timeout
-        self._max_body = config.defaults.max_body_bytes
-        self._agents = RemoteAgents(per_agent=per_vantage)  # vantages with `agent:`
-
-    def _net(self, vantage: Vantage) -> VantageNet:
-        net = self._nets.get(vantage.name)
-        if net is None:
-            net = VantageNet(vantage, ca_file=self.config.defaults.ca_file)
-            self._nets[vantage.name] = net
-        return net
-
-    def _bound(self, vantage: str) -> asyncio.Semaphore:
-        """The vantage's own bound, made once (not one throw-away Semaphore per call)."""
-        sem = self._vantage_sem.get(vantage)
-        if sem is None:
-            sem = self._vantage_sem[vantage] = asyncio.Semaphore(self._per_vantage)
-        return sem
+        if measurer is None:
+            measurer = measurer_for(
+                config,
+                concurrency=concurrency,
+                per_vantage=per_vantage,
+                stop_addresses=self.fingerprints.injected_addresses(),
+                pool=pool,
+            )
+        self.measurer: Measurer = measurer
 
     async def measure(self, job: Job) -> Measurement:
-        """One measurement, within the global and per-vantage bounds."""
-        vantage = job.vantage
-        async with self._all, self._bound(vantage.name):
-            if vantage.agent is not None:  # measured by a remote agent (docs/agents.md)
-                return await self._agents.measure(
-                    job.target, vantage, timeout=self._timeout,
-                    max_body_bytes=self._max_body, service=job.service,
-                )  # fmt: skip
-            if self._pool is not None:
-                return await self._pool.measure(
-                    job.target, vantage, ca_file=self.config.defaults.ca_file,
-                    timeout=self._timeout, max_body_bytes=self._max_body,
-                    service=job.service, stop_addresses=self._stop,
-                )  # fmt: skip
-            return await measure(
-                job.target,
-                vantage,
-                self._net(vantage),
-                timeout=self._timeout,
-                max_body_bytes=self._max_body,
-                service=job.service,
-                stop_addresses=self._stop,
-            )
+        """One measurement within the config's budget (and the measurer's bounds)."""
+        return await self.measurer.measure(job, self._timeout)
 
     async def run_round(
         self,
@@ -284,10 +239,7 @@ class Runner:
         )
 
     async def aclose(self) -> None:
-        await self._agents.aclose()
-        nets, self._nets = list(self._nets.values()), {}
-        for net in nets:
-            await net.aclose()
+        await self.measurer.aclose()
 
     async def __aenter__(self) -> Runner:
         return self

@@ -176,6 +176,21 @@ async def test_the_hub_asks_the_agent_and_keeps_its_observation_and_clock() -> N
     assert m.clock_skew_s == pytest.approx(10.0 - 1.5)  # answer left at :01.5 by our clock
 
 
+async def test_the_hub_still_reads_an_older_agents_flat_answer() -> None:
+    """Agents before lifeline.measurement/2 answer schema /1, stage records flat."""
+    raw = Measurement(target=TARGET.url, vantage="censored", time=T0, service="x",
+                      dns=_fine("x").dns, expect_status=[200], throughput=True)  # fmt: skip
+    flat = raw.to_dict()
+    flat.update(flat.pop("stages"))
+    answer = {"schema": "lifeline.agent.measurement/1", "agent": "box-0", "version": "0.1.0",
+              "agent_time": T0, "agent_elapsed_s": 0.1, "measurement": flat}  # fmt: skip
+    async with fake_agent(answer) as (url, _), RemoteAgents() as agents:
+        m = await agents.measure(TARGET, remote_vantage(url), timeout=4.0, max_body_bytes=10)
+    assert m.error is None, m.error
+    assert m.dns is not None and m.dns.addresses == ["127.0.0.10"]
+    assert MEASURE_SCHEMA == "lifeline.agent.measurement/2" and "stages" in raw.to_dict()
+
+
 @pytest.mark.parametrize(
     ("answer", "prefix", "detail"),
     [
@@ -716,7 +731,8 @@ def check_agent_endpoint(fleet: Fleet, lab: LabThread) -> None:
     assert doc["agent_time"].endswith("Z") and doc["version"]
     raw = doc["measurement"]
     assert "verdict" not in raw and raw["vantage"] == "censored-a"
-    assert raw["dns"]["ok"] is False and raw["dns"]["failure"] == "dns_nxdomain_error"
+    dns = raw["stages"]["dns"]
+    assert dns["ok"] is False and dns["failure"] == "dns_nxdomain_error"
     outside = f"http://127.0.0.1:{fleet.trap_port}/"
     for url, where, headers, context in ((endpoint, a, auth, fleet.context),
                                          (b.reach + "api/v1/measure", b, {}, None)):  # fmt: skip
@@ -726,7 +742,7 @@ def check_agent_endpoint(fleet: Fleet, lab: LabThread) -> None:
     # agent B admits what its globs allow
     code, body = post_json(b.reach + "api/v1/measure", {"target": target, "vantage": "censored-b"})
     assert code == 200, body
-    assert json.loads(body)["measurement"]["dns"]["failure"] == "dns_nxdomain_error"
+    assert json.loads(body)["measurement"]["stages"]["dns"]["failure"] == "dns_nxdomain_error"
     # a hub that is not an agent has no such endpoint
     assert post_json(fleet.hub.url + "api/v1/measure", ask)[0] == 404
 

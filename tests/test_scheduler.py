@@ -19,7 +19,7 @@ from exporter.scheduler import (
     runner_bounds,
     slots_for,
 )
-from exporter.store import AsyncStore
+from exporter.store import AsyncStore, Latest
 from probes.config import parse_config
 from probes.model import CANARY_SERVICE, Config
 from probes.records import DNSStage, Measurement, Result, Verdict
@@ -208,7 +208,7 @@ class Script:
 
 
 def monitor_with(script: Script) -> Monitor:
-    return Monitor(script.config, measurer=lambda _: script)
+    return Monitor(script.config, runner=lambda _: script)
 
 
 def slot_of(monitor: Monitor, url: str) -> object:
@@ -281,7 +281,7 @@ async def test_reload_drops_what_the_new_config_no_longer_names() -> None:
 
 def restored_rows(rows: Iterable[dict[str, str]]) -> Board:
     board = Board(config())
-    board.restore(rows)
+    board.restore(Latest(**row) for row in rows)
     return board
 
 
@@ -382,7 +382,7 @@ def test_bounds_grow_with_the_config_but_stay_capped() -> None:
 async def test_a_measurement_that_waited_is_counted_late() -> None:
     now = [1000.0]
     script = Script(config())
-    monitor = Monitor(script.config, measurer=lambda _: script, clock=lambda: now[0])
+    monitor = Monitor(script.config, runner=lambda _: script, clock=lambda: now[0])
     policy = SchedulePolicy(slots_for(monitor.config), 60.0, start=now[0])
     slot = next(s for s in policy.slots if s.target.url == URL)
     await monitor.measure_slot(slot, policy=policy, due=now[0] - 7.0)  # started 7 s late
@@ -405,12 +405,12 @@ async def test_stopping_ends_even_as_a_slot_finishes(tmp_path: Path) -> None:
         script = Script(config())
         store = AsyncStore(tmp_path / str(turns))
         await store.open()
-        monitor = Monitor(script.config, store=store, measurer=lambda _, s=script: s)
+        monitor = Monitor(script.config, store=store, runner=lambda _, s=script: s)
         try:
             await monitor.start()
             await asyncio.sleep(0.05)
             monitor._wake.set()  # what a finished slot does, and a full batch for the writer
-            monitor._flush_now.set()
+            store._flush_now.set()
             for _ in range(turns):
                 await asyncio.sleep(0)
             try:
@@ -419,7 +419,7 @@ async def test_stopping_ends_even_as_a_slot_finishes(tmp_path: Path) -> None:
             except TimeoutError:
                 hung.append(turns)
         finally:
-            for task in (monitor._loop_task, monitor._writer):
+            for task in (monitor._loop_task, store._writer):
                 if task is not None:
                     task.cancel()
             await store.aclose()
@@ -433,7 +433,7 @@ async def test_published_results_reach_the_store_batched_and_whole_at_stop(
     store = AsyncStore(tmp_path)
     await store.open()
     log = ProbeLog(tmp_path / "log")
-    monitor = Monitor(script.config, store=store, log=log, measurer=lambda _: script)
+    monitor = Monitor(script.config, store=store, log=log, runner=lambda _: script)
     try:
         await monitor.start()
         for slot in slots_for(monitor.config):
@@ -452,7 +452,7 @@ async def test_published_results_reach_the_store_batched_and_whole_at_stop(
 
 async def test_probe_has_bounds_of_its_own() -> None:
     script, prober = Script(config()), Script(config())
-    monitor = Monitor(script.config, measurer=lambda _: script, probe_measurer=lambda _: prober)
+    monitor = Monitor(script.config, runner=lambda _: script, probe_runner=lambda _: prober)
     target = next(s.target for s in slots_for(monitor.config) if s.target.url == URL)
     vantage = monitor.config.vantage("censored")
     assert vantage is not None

@@ -481,6 +481,33 @@ async def test_async_store_writes_do_not_block_the_event_loop(tmp_path: Path) ->
         await store.aclose()
 
 
+async def test_async_store_batches_what_is_put_and_writes_the_rest_at_stop(
+    tmp_path: Path,
+) -> None:
+    store = AsyncStore(tmp_path, flush_s=3600.0, batch=3)  # only a full batch is written early
+    try:
+        await store.open()
+        store.start_writing()
+        await store.put([result(Verdict.OK, T0, vantage=v).to_dict() for v in ("ir", "kz")])
+        await asyncio.sleep(0.1)
+        assert await store.current() == []  # queued: the batch is not full yet
+        await store.put([result(Verdict.OK, T0, vantage="de").to_dict()])
+        for _ in range(500):  # the full batch is written by the writer task, soon
+            if len(await store.current()) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(c["vantage"] for c in await store.current()) == ["de", "ir", "kz"]
+        await store.put([result(Verdict.DNS_BLOCKED, T0 + 60, vantage="ir").to_dict()])
+        await store.stop_writing()  # drains the partial batch
+        current = {c["vantage"]: c["verdict"] for c in await store.current()}
+        assert current == {"de": "ok", "ir": "dns_blocked", "kz": "ok"}
+        assert store.write_failures == 0
+        await store.put([result(Verdict.OK, T0 + 120, vantage="kz").to_dict()])  # not batching
+        assert len(await store.measurements(vantages=["kz"])) == 2
+    finally:
+        await store.aclose()
+
+
 async def test_async_store_reports_a_damaged_store(tmp_path: Path) -> None:
     (tmp_path / DB_NAME).write_bytes(b"\x01" * 4096)
     store = AsyncStore(tmp_path)
