@@ -20,7 +20,7 @@ import functools
 import os
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyType
@@ -124,7 +124,6 @@ class StageContext:
     measurement: Measurement
     max_body_bytes: int
     connection: OpenConnection | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def take_connection(self) -> OpenConnection | None:
         """Hand the open connection over (the taker owns it from now on)."""
