@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from exporter.guard import admitted_target  # the one SSRF guard, shared with /probe
 from exporter.scheduler import Monitor, rfc3339
 from probes import __version__
 from probes.config import MAX_BODY_BYTES_LIMIT
@@ -149,8 +150,6 @@ def _parse(config: Config, data: dict[str, Any]) -> _Ask:
     The target is admitted exactly as `/probe` admits one (configured, or a
     ``probe.allow`` glob), before anything is resolved or connected.
     """
-    from exporter.server import admitted_target  # the one SSRF guard, shared with /probe
-
     url = data.get("target")
     if not isinstance(url, str) or not url.strip():
         raise _bad("target must be a URL")

@@ -17,18 +17,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from exporter.guard import ADHOC_SERVICE, TargetIndex, admitted_target
 from exporter.metricspage import MetricsPage
 from exporter.probemetrics import ProbeExposition
 from exporter.scheduler import Board, Monitor, epoch, rfc3339
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from probes.config import ConfigError, load_config, parse_duration
-from probes.model import CANARY_SERVICE, Config, Target, Vantage
+from probes.model import Config, Vantage
 from probes.records import Verdict
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ __all__ = [
     "Server",
     "TargetIndex",
     "accepts_gzip",
+    "admitted_target",
     "parse_listen",
     "run_serve",
     "serve",
@@ -48,8 +49,6 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STATUS_SCHEMA = "lifeline.status/1"
-#: The service label of a /probe target that only a `probe.allow` pattern admits.
-ADHOC_SERVICE = "probe"
 #: Most records one /api/v1/measurements request returns.
 MAX_RECORDS = 100_000
 DEFAULT_RECORDS = 10_000
@@ -401,56 +400,6 @@ def status_document(board: Board) -> dict[str, Any]:
 
 def _bad(text: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=text + "\n")
-
-
-class TargetIndex:
-    """The configured targets by URL, built once per config (at load and reload).
-
-    /probe looks a URL up here instead of scanning every target of every
-    service per request.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._by_url: dict[str, tuple[str, Target]] = {}
-        for s in reversed(config.services):  # the first service naming a URL wins
-            for t in reversed(s.targets):
-                self._by_url[t.url] = (s.name, t)
-        for t in reversed(config.canaries):  # canaries before services, as before
-            self._by_url[t.url] = (CANARY_SERVICE, t)
-
-    def admit(self, url: str) -> tuple[str, Target]:
-        """The (service, target) a /probe URL may measure; anything else is a 400."""
-        found = self._by_url.get(url)
-        if found is not None:
-            return found
-        return _allowed(self.config, url)
-
-
-def admitted_target(config: Config, url: str) -> tuple[str, Target]:
-    """The (service, target) a /probe URL may measure; anything else is a 400.
-
-    Configured targets match exactly; `probe.allow` globs admit others. This
-    runs before anything is resolved or connected.
-    """
-    for t in config.canaries:
-        if t.url == url:
-            return CANARY_SERVICE, t
-    for s in config.services:
-        for t in s.targets:
-            if t.url == url:
-                return s.name, t
-    return _allowed(config, url)
-
-
-def _allowed(config: Config, url: str) -> tuple[str, Target]:
-    """An unconfigured URL that a `probe.allow` glob admits, as a target of its own."""
-    if not any(fnmatchcase(url, pattern) for pattern in config.probe_allow):
-        raise _bad("target is not configured and matches no probe.allow pattern")
-    try:
-        return ADHOC_SERVICE, Target.parse(url)
-    except ValueError as exc:
-        raise _bad(str(exc)) from None
 
 
 def _default_vantage(config: Config) -> Vantage:

@@ -23,9 +23,5 @@ class Deadline:
         """Seconds left, never negative."""
         return max(0.0, self.at - time.monotonic())
 
-    @property
-    def expired(self) -> bool:
-        return time.monotonic() >= self.at
-
     def __repr__(self) -> str:
         return f"Deadline(remaining={self.remaining():.3f}s)"

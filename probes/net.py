@@ -20,8 +20,8 @@ import functools
 import os
 import socket
 import ssl
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy as SocksProxy
@@ -32,7 +32,7 @@ from probes.model import Proxy, Target, Vantage
 if TYPE_CHECKING:
     import aiohttp
 
-    from probes.records import Measurement  # the records build on the stages, not back
+_R = TypeVar("_R")
 
 __all__ = ["CountingSocket", "OpenConnection", "StageContext", "VantageNet"]
 
@@ -114,6 +114,18 @@ class OpenConnection:
         self.sock.close()
 
 
+class StageRecords(Protocol):
+    """What a stage reads of its measurement so far (a ``probes.records.Measurement``).
+
+    A protocol, not the class: the records build on the stage table, which
+    builds on the stages, so the stages do not import the records back.
+    """
+
+    stages: dict[str, Any]
+
+    def record(self, kind: type[_R]) -> _R | None: ...
+
+
 @dataclass(slots=True)
 class StageContext:
     """What one measurement carries from stage to stage."""
@@ -122,10 +134,9 @@ class StageContext:
     vantage: Vantage
     net: VantageNet
     deadline: Deadline
-    measurement: Measurement
+    measurement: StageRecords
     max_body_bytes: int
     connection: OpenConnection | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def take_connection(self) -> OpenConnection | None:
         """Hand the open connection over (the taker owns it from now on)."""

@@ -1,4 +1,4 @@
-"""The hostile-server corpus (probes/lab/hostile.py): every case, every way a user measures it.
+"""The hostile-server corpus (tests/hostile/): every case, every way a user measures it.
 
 Each case is measured with :func:`probes.measure.measure` (bounded time and
 memory, a clear failure from the vocabulary), by `lifeline check` in a
@@ -26,7 +26,13 @@ import pytest
 
 from probes.failures import is_known
 from probes.http import MAX_HEADER_VALUE, MAX_TITLE
-from probes.lab.hostile import (
+from probes.lab.safety import is_lab_address
+from probes.measure import measure
+from probes.model import Proxy, ResolverSpec, Target, Vantage
+from probes.net import CountingSocket
+from probes.records import Measurement
+from probes.tls import MAX_SAN
+from tests.hostile import (
     CASES,
     DIRECT_VANTAGE,
     MAX_BODY_BYTES,
@@ -43,12 +49,6 @@ from probes.lab.hostile import (
     available,
     case_named,
 )
-from probes.lab.safety import is_lab_address
-from probes.measure import measure
-from probes.model import Proxy, ResolverSpec, Target, Vantage
-from probes.net import CountingSocket
-from probes.records import Measurement
-from probes.tls import MAX_SAN
 
 #: How long past its deadline a measurement may take to end (a loaded 2-core machine).
 SLACK_S = 3.0
@@ -127,7 +127,7 @@ def _outcome_problems(case: Case, stages: dict[str, Any]) -> list[str]:
 def _stages(m: Measurement) -> dict[str, Any]:
     """The stages as `check --format json` shows them."""
     doc = m.to_dict()
-    return {name: doc[name] for name in ("dns", "tcp", "tls", "http")}
+    return {name: doc["stages"][name] for name in ("dns", "tcp", "tls", "http")}
 
 
 # --- measure(), one case at a time ---------------------------------------------------

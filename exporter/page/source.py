@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from exporter.page.view import Status
+from exporter.page.view import ChangeRow, Status
 
 __all__ = ["ChangeRow", "PageSource"]
-
-
-class ChangeRow(Protocol):
-    """One period of a verdict (``exporter.store.VerdictChange`` has this shape)."""
-
-    @property
-    def service(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def vantage(self) -> str: ...
-    @property
-    def verdict(self) -> str: ...
-    @property
-    def previous(self) -> str | None: ...
-    @property
-    def since(self) -> str: ...
-    @property
-    def until(self) -> str | None: ...
-    @property
-    def reason(self) -> str: ...
 
 
 class PageSource(Protocol):

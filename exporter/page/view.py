@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from exporter.page.source import ChangeRow
 from probes import timefmt
 from probes.records import Verdict
 
@@ -22,6 +21,28 @@ DEFAULT_POLL_S = 5.0
 RECENT_CHANGES = 30  # rows of the "recent changes" list
 DRILL_MEASUREMENTS = 10  # measurements shown on the drill-down page
 TREND_WINDOW = timedelta(hours=1)  # "is it getting worse": now against this long ago
+
+
+class ChangeRow(Protocol):
+    """One period of a verdict (``exporter.store.VerdictChange`` has this shape)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def vantage(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def previous(self) -> str | None: ...
+    @property
+    def since(self) -> str: ...
+    @property
+    def until(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+
 
 
 # --- verdicts: how each one looks (the single table the page and page.js use) ----

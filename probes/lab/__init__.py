@@ -5,7 +5,8 @@ like national filters do, a shut-down vantage and runtime switches; it writes
 a lifeline config for itself and the verdicts a correct lifeline gives.
 """
 
-from probes.lab.lab import Lab, LabThread, run_lab
+from probes.lab.lab import Lab, LabThread
 from probes.lab.netutil import Listening
+from probes.lab.run import run_lab
 
 __all__ = ["Lab", "LabThread", "Listening", "run_lab"]

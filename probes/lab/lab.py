@@ -1,17 +1,15 @@
 """The lab itself: every server wired together, started and stopped as one.
 
 :class:`Lab` runs on the caller's event loop; :class:`LabThread` runs one in a
-background thread (for tests and subprocesses that share one lab);
-:func:`run_lab` is what ``lifeline lab`` does.
+background thread (for tests and subprocesses that share one lab). What
+``lifeline lab`` does is in :mod:`probes.lab.run`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +45,7 @@ from probes.lab.scenarios import (
     origin_addresses,
 )
 
-__all__ = ["Lab", "LabThread", "lab_sites", "run_lab"]
+__all__ = ["Lab", "LabThread", "lab_sites"]
 
 _HOST = "127.0.0.1"
 _SILENT = DNSReply(silent=True)
@@ -325,33 +323,3 @@ class LabThread(BackgroundService[Lab]):
                 self.clear_rule(scenario, layer)
             else:
                 self.set_rule(scenario, layer, before)
-
-
-async def _until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for number in signals:
-        loop.add_signal_handler(number, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
-
-
-async def run_lab(directory: Path, *, selftest: bool) -> int:
-    """``lifeline lab``: serve until a signal, or check every rule and report (exit status)."""
-    from probes.lab.selftest import run_selftest
-
-    async with Lab(directory) as lab:
-        print(f"lab config: {lab.config_path}", flush=True)
-        print(f"lab expected verdicts: {lab.expected_path}", flush=True)
-        print(f"lab admin: {lab.admin_url}", flush=True)
-        if selftest:
-            passed = await run_selftest(lab, lambda line: print(line, flush=True))
-            return 0 if passed else 1
-        print("lab running; stop with Ctrl-C", file=sys.stderr, flush=True)
-        await _until_signalled()
-    return 0
