@@ -30,11 +30,18 @@ from tests.test_serve import (
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
+RULES_TEST = DEPLOY / "prometheus" / "rules_test.yml"
+SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 DASHBOARD = DEPLOY / "grafana" / "lifeline.json"
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,
     reason="promtool is not installed (Debian package `prometheus` provides it)",
+)
+needs_amtool = pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="amtool is not installed (Debian package `prometheus-alertmanager` provides it)",
 )
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
@@ -65,6 +72,60 @@ def test_rules_unit_tests_pass() -> None:
 def test_example_scrape_config_is_valid() -> None:
     proc = promtool("check", "config", "prometheus.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def alert_names() -> list[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
+
+
+def test_every_alert_has_a_unit_test_that_expects_it_to_fire() -> None:
+    firing = {
+        case["alertname"]
+        for test in yaml.safe_load(RULES_TEST.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert set(alert_names()) <= firing, sorted(set(alert_names()) - firing)
+
+
+def test_rules_read_only_the_scheduled_job() -> None:
+    """Every rule selects job="lifeline": /probe's and the agents' verdicts never add up."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    scraped = re.compile(r"\b(lifeline_[a-z_]+|up)\{([^}]*)\}")
+    for rule in (r for g in groups for r in g["rules"]):
+        selectors = scraped.findall(rule["expr"])
+        assert selectors, rule
+        for name, matchers in selectors:
+            assert re.search(r'job="lifeline(-agents)?"', matchers), (rule.get("record"), name)
+
+
+@needs_amtool
+def test_alertmanager_example_is_valid_and_routes_every_alert() -> None:
+    proc = subprocess.run(
+        ["amtool", "check-config", str(ALERTMANAGER)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    assert {"service", "vantage"} <= set(config["route"]["group_by"])
+    named = set(alert_names())
+    for rule in config["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            for name in re.findall(r"Lifeline\w+", matcher):
+                assert name in named, matcher
+    for labels, receiver in [
+        (["alertname=LifelineServiceBlocked", "service=x", "vantage=ir", "severity=warning"],
+         "lifeline-oncall"),
+        (["alertname=LifelineVantageDown", "vantage=ir", "severity=critical"], "lifeline-oncall"),
+        (["alertname=LifelineServiceDown", "service=x", "severity=info"], "lifeline-info"),
+    ]:  # fmt: skip
+        proc = subprocess.run(
+            ["amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER}",
+             f"--verify.receivers={receiver}", *labels],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, (labels, proc.stdout + proc.stderr)
 
 
 # --- the dashboard's queries --------------------------------------------------------------
