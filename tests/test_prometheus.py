@@ -388,7 +388,9 @@ def test_every_recording_rule_counts_what_the_lab_does(
     }
     assert set(recording_rules()) == checked, "a recording rule without a check against the lab"
     probe = f'probe_lifeline_verdict{{job="lifeline-probe",service="{PROBED_SERVICE}"}} == 1'
-    wait_for("the /probe job's first answer", lambda: query(prometheus, probe))
+    wait_for(
+        "the /probe job's first answer", lambda: query(prometheus, 'up{job="lifeline-probe"} == 1')
+    )
     deadline = time.monotonic() + PATIENCE_S
     while (wrong := rule_mismatches(prometheus, lab, served)) and time.monotonic() < deadline:
         time.sleep(1.0)
