@@ -497,3 +497,19 @@ def test_the_dashboard_loads_from_the_provisioning_files_without_clicks() -> Non
         "providers"
     ]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+
+
+def test_serve_md_names_the_panels_that_need_the_recording_rules() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    needing = {
+        p["title"]
+        for p in board["panels"]
+        if any("lifeline:" in t["expr"] for t in p.get("targets", []))
+    }
+    kit = " ".join(
+        (DEPLOY.parent / "docs" / "serve.md").read_text().split("## Operator kit")[1].split()
+    )
+    said = set(
+        re.findall(r'"([^"]+)"', kit.split("need the recording rules")[1].split("The others")[0])
+    )
+    assert needing == said, (needing, said)
