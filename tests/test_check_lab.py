@@ -111,7 +111,7 @@ def test_blocked_stage_evidence_is_kept(with_control: dict[str, Any]) -> None:
         and r["target"].startswith("dns://")
     )
     assert nx["stages"]["dns"]["failure"] == "dns_nxdomain_error"
-    assert nx["control"]["stages"]["dns"]["addresses"]  # the control resolved it: that is the evidence
+    assert nx["control"]["stages"]["dns"]["addresses"]  # the control resolved it: the evidence
     refused = next(
         r
         for r in rows
