@@ -48,6 +48,11 @@ def _records(n: int, start: float = T0) -> list[dict[str, object]]:
     return out
 
 
+def _same_size_records(n: int, start: float = T0) -> list[dict[str, object]]:
+    """Records of one size, so once one does not fit, none after it does either."""
+    return [result(Verdict.OK, start + i, vantage=f"v{i % 4}").to_dict() for i in range(n)]
+
+
 def _read_dir(directory: Path) -> list[dict[str, object]]:
     return [rec for path in log_files(directory) for rec in read_records(path)]
 
@@ -181,7 +186,7 @@ _FSIZE_WRITER = """
 import json, logging, resource, signal, sys
 sys.path.insert(0, {root!r})
 from exporter.logs import ProbeLog
-from tests.test_logs import FakeClock, _records
+from tests.test_logs import FakeClock, _same_size_records
 from tests.test_store import T0
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
@@ -189,7 +194,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, hard))
 log = ProbeLog({dir!r}, clock=FakeClock(T0), fsync="always")
-records = _records(40)
+records = _same_size_records(40)
 first = [log.write(r) for r in records[:30]]
 resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the operator made room
 second = [log.write(r) for r in records[30:]]
@@ -220,7 +225,7 @@ def test_file_size_limit_in_a_real_process(tmp_path: Path) -> None:
     with open(path, "rb") as stream:
         items = list(read_lines(stream))
     assert all(isinstance(rec, dict) for _, rec in items)  # no torn line anywhere
-    expected = _records(40)
+    expected = _same_size_records(40)
     assert [rec for _, rec in items] == expected[:written] + expected[30:]
 
 
