@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from exporter.asyncstore import wait_at_most as _wait
 from exporter.board import Board, Entry
 from exporter.schedule import (
     LATENESS_BUCKETS,
@@ -28,14 +29,13 @@ from exporter.schedule import (
     Slot,
     slots_for,
 )
-from exporter.store import wait_at_most as _wait
 from probes import timefmt
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.records import EncodedRecord, Measurement, Result
 
 if TYPE_CHECKING:
+    from exporter.asyncstore import AsyncStore
     from exporter.logs import ProbeLog
-    from exporter.store import AsyncStore
     from probes.runner import Job, Observations
     from probes.workers import MeasuringPool
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -29,7 +28,7 @@ from exporter.scheduler import Board, Monitor, epoch, rfc3339
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from probes.config import ConfigError, load_config, parse_duration
 from probes.model import Config, Vantage
-from probes.records import Verdict
+from probes.records import Result, Verdict
 
 if TYPE_CHECKING:
     from exporter.page.view import Status
@@ -97,16 +96,16 @@ class _PageSource:
 
     async def measurements(
         self, *, service: str, target: str, vantage: str, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Result]:
         store = self._monitor.store
         if store is None:
             return []
-        records = await store.measurements(
+        results = await store.results(
             since=rfc3339(time.time() - self.EVIDENCE_WINDOW_S),
             services=[service],
             vantages=[vantage],
         )
-        mine = [r for r in records if r.get("target") == target]
+        mine = [r for r in results if r.measurement.target == target]
         return mine[-limit:][::-1]  # newest first
 
     async def window(self) -> Mapping[str, Any] | None:
@@ -285,7 +284,7 @@ class Server:
             limit = min(MAX_RECORDS, int(q.get("limit", DEFAULT_RECORDS)))
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        records = await store.measurements(
+        lines = await store.measurement_lines(
             since=since,
             until=until,
             services=q.getall("service", []),
@@ -294,10 +293,8 @@ class Server:
         )
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        for i in range(0, len(records), 256):
-            batch = records[i : i + 256]
-            chunk = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in batch)
-            await response.write(chunk.encode())
+        for i in range(0, len(lines), 256):  # the stored JSON text as it is, no re-encoding
+            await response.write("".join(f"{line}\n" for line in lines[i : i + 256]).encode())
         await response.write_eof()
         return response
 
@@ -439,8 +436,9 @@ async def serve(
     on_listening: Callable[[str], None] | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``): schedule, serve HTTP, persist; then stop cleanly."""
+    from exporter.asyncstore import AsyncStore
     from exporter.logs import ProbeLog
-    from exporter.store import AsyncStore, StoreError
+    from exporter.store import StoreError
 
     host, port = parse_listen(options.listen)
     data_dir = Path(options.data_dir or config.storage.dir)

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter.page import add_page_routes, render_page, render_target_page, summary_text, timeline
 from exporter.store import VerdictChange
 from exporter.window import RegionState, rank_windows, to_json
-from probes.records import Verdict
+from probes.records import Result, Verdict
 
 NOW = datetime(2026, 11, 21, 1, 30, tzinfo=UTC)
 
@@ -320,7 +320,7 @@ def test_hostile_strings_are_escaped_on_the_drill_down() -> None:
     page = render_target_page(
         status_doc([]),
         [],
-        [record],
+        [Result.from_dict(record)],
         service="twitter",
         target="https://twitter.test/",
         vantage="censored",
@@ -716,7 +716,7 @@ def test_drill_down_shows_stage_evidence_against_the_control() -> None:
     page = render_target_page(
         status_doc(results),
         changes,
-        [older, measurement_record()],
+        [Result.from_dict(older), Result.from_dict(measurement_record())],
         service="twitter",
         target="https://twitter.test/",
         vantage="censored",
@@ -773,12 +773,12 @@ class FakeSource:
 
     async def measurements(
         self, *, service: str, target: str, vantage: str, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Result]:
         self.asked.append(
             {"service": service, "target": target, "vantage": vantage, "limit": limit}
         )
         mine = [
-            r
+            Result.from_dict(r)
             for r in self.records
             if (r["service"], r["target"], r["vantage"]) == (service, target, vantage)
         ]

@@ -252,7 +252,7 @@ def benign_drill() -> str:
     return render_target_page(
         benign_status(),
         benign_changes(),
-        [benign_record()],
+        [Result.from_dict(benign_record())],
         service="svc",
         target="https://x.test/",
         vantage="v",
@@ -283,7 +283,7 @@ def test_the_status_page_shows_hostile_values_as_text(only_problems: bool) -> No
 
 
 def test_the_drill_down_shows_hostile_evidence_as_text() -> None:
-    records = [hostile_record(i) for i in range(len(EVIL))]
+    records = [Result.from_dict(hostile_record(i)) for i in range(len(EVIL))]
     page = render_target_page(
         hostile_status(),
         hostile_changes(),

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
+from exporter.asyncstore import AsyncStore
 from exporter.logs import ProbeLog, log_files, read_records
 from exporter.scheduler import (
     MAX_IN_FLIGHT,
@@ -19,7 +20,7 @@ from exporter.scheduler import (
     runner_bounds,
     slots_for,
 )
-from exporter.store import AsyncStore, Latest
+from exporter.store import Latest
 from probes.config import parse_config
 from probes.model import CANARY_SERVICE, Config
 from probes.records import DNSStage, Measurement, Result, Verdict

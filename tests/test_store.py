@@ -18,8 +18,9 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from exporter.asyncstore import AsyncStore
 from exporter.logs import ProbeLog, read_lines, read_records
-from exporter.store import DB_NAME, SCHEMA_VERSION, AsyncStore, Store, StoreError
+from exporter.store import DB_NAME, SCHEMA_VERSION, Store, StoreError
 from probes.failures import Failure, unknown
 from probes.records import (
     DNSAnswer,

@@ -37,7 +37,7 @@ from exporter.page.view import (
     text,
     verdict_label,
 )
-from probes.records import DNSStage, HTTPStage, TCPStage, TLSStage
+from probes.records import DNSStage, HTTPStage, Result, StageRecord, TCPStage, TLSStage
 from probes.stages import STAGES
 
 __all__ = ["render_target_page"]
@@ -81,103 +81,93 @@ def _one(key: str, value: Any) -> KV:
     return KV(key, [[_t(value)]])
 
 
-def _dns_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+def _dns_detail(stage: DNSStage, other: DNSStage | None) -> list[KV]:
     """Answers per query, marking addresses the other side (control) did not see."""
-    theirs = set(other.get("addresses") or []) if other is not None else set()
+    theirs = set(other.addresses) if other is not None else set()
     addrs: list[list[Frag]] = []
-    for a in stage.get("addresses") or []:
+    for a in stage.addresses:
         line = [_code(a)]
         if other is not None and a not in theirs:
             line += [Frag("text", " "), Frag("diff", "not in the other column")]
         addrs.append(line)
     queries: list[list[Frag]] = []
-    for q in stage.get("queries") or []:
-        if not isinstance(q, Mapping):
-            continue
-        answers = ", ".join(
-            text(a.get("value")) for a in q.get("answers") or [] if isinstance(a, Mapping)
-        )
-        fail = f" ({text(q.get('failure'))})" if q.get("failure") else ""
-        rcode = text(q.get("rcode") or "no reply")
-        queries.append([_t(f"{text(q.get('qtype'))}: {rcode}{fail} {answers}")])
+    for q in stage.queries:
+        answers = ", ".join(text(a.value) for a in q.answers)
+        fail = f" ({text(q.failure)})" if q.failure else ""
+        rcode = text(q.rcode or "no reply")
+        queries.append([_t(f"{text(q.qtype)}: {rcode}{fail} {answers}")])
     return _kv(
         [
-            _one("resolver", stage.get("resolver")),
-            _one("name", stage.get("name")),
+            _one("resolver", stage.resolver),
+            _one("name", stage.name),
             KV("addresses", addrs or [[_t("none")]]),
             KV("queries", queries),
         ]
     )
 
 
-def _tcp_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+def _tcp_detail(stage: TCPStage, other: TCPStage | None) -> list[KV]:
     attempts: list[list[Frag]] = []
-    for a in stage.get("attempts") or []:
-        if isinstance(a, Mapping):
-            res = "connected" if a.get("ok") else text(a.get("failure") or "failed")
-            where = f"{text(a.get('address'))}:{text(a.get('port'))}"
-            attempts.append([_code(where), _t(" " + res)])
+    for a in stage.attempts:
+        res = "connected" if a.ok else text(a.failure or "failed")
+        attempts.append([_code(f"{text(a.address)}:{text(a.port)}"), _t(" " + res)])
     return _kv(
         [
-            _one("connected to", stage.get("address") or ""),
-            _one("via proxy", "yes" if stage.get("via_proxy") else ""),
+            _one("connected to", stage.address or ""),
+            _one("via proxy", "yes" if stage.via_proxy else ""),
             KV("attempts", attempts),
         ]
     )
 
 
-def _tls_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
-    raw = stage.get("certificate")
-    cert: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    received = stage.get("bytes_received")
+def _tls_detail(stage: TLSStage, other: TLSStage | None) -> list[KV]:
+    cert = stage.certificate
+    received = stage.bytes_received
     return _kv(
         [
-            _one("server name (SNI)", stage.get("server_name") or ""),
-            _one("version", stage.get("version") or ""),
-            _one("certificate", cert.get("subject_cn") or ""),
-            _one("names", ", ".join(text(s) for s in (cert.get("san") or [])[:8])),
-            _one("issuer", cert.get("issuer") or ""),
+            _one("server name (SNI)", stage.server_name or ""),
+            _one("version", stage.version or ""),
+            _one("certificate", (cert.subject_cn if cert else None) or ""),
+            _one("names", ", ".join(text(n) for n in (cert.san if cert else [])[:8])),
+            _one("issuer", (cert.issuer if cert else None) or ""),
             _one("bytes received", received if received is not None else ""),
         ]
     )
 
 
-def _http_detail(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
-    size = stage.get("body_length")
+def _http_detail(stage: HTTPStage, other: HTTPStage | None) -> list[KV]:
+    size = stage.body_length
     size_text = (
-        f"{size} bytes" + (" (truncated)" if stage.get("body_truncated") else "")
+        f"{size} bytes" + (" (truncated)" if stage.body_truncated else "")
         if size is not None
         else ""
     )
-    bps = stage.get("throughput_bps")
+    bps = stage.throughput_bps
     speed = (
         f"{float(bps) / 1024:.1f} KiB/s"
         if isinstance(bps, int | float) and math.isfinite(bps)
         else ""
     )
-    hops = [
-        [_t(f"{text(h.get('status'))} "), _code(h.get("url"))]
-        for h in stage.get("redirects") or []
-        if isinstance(h, Mapping)
-    ]
-    final = stage.get("final_url")
+    hops = [[_t(f"{text(h.status)} "), _code(h.url)] for h in stage.redirects]
+    final = stage.final_url
     return _kv(
         [
-            _one("status", stage.get("status") if stage.get("status") is not None else ""),
-            _one("title", stage.get("title") or ""),
+            _one("status", stage.status if stage.status is not None else ""),
+            _one("title", stage.title or ""),
             _one("body size", size_text),
             _one("throughput", speed),
             KV("final URL", [[_code(final)]] if final else []),
             KV("redirects", hops, arrows=True),
             _one(
                 "failed after the request was sent",
-                "yes" if stage.get("request_sent") and not stage.get("ok") else "",
+                "yes" if stage.request_sent and not stage.ok else "",
             ),
         ]
     )
 
 
-_Detail = Callable[[Mapping[str, Any], Mapping[str, Any] | None], list[KV]]
+#: (record, the other side's record of the same stage) -> the rows shown for it.
+_Detail = Callable[[Any, Any], list[KV]]
 
 #: The details shown for the built-in stages' records; a stage of the table
 #: without an entry shows its outcome and duration only.
@@ -189,7 +179,7 @@ _DETAILS: dict[type, _Detail] = {
 }
 
 
-def _no_details(stage: Mapping[str, Any], other: Mapping[str, Any] | None) -> list[KV]:
+def _no_details(stage: Any, other: Any) -> list[KV]:
     return []
 
 
@@ -204,22 +194,20 @@ class StageCell:
     details: list[KV] = field(default_factory=list)
 
 
-def _duration(stage: Mapping[str, Any]) -> str:
-    d = stage.get("duration_s")
+def _duration(stage: StageRecord) -> str:
+    d = stage.duration_s
     return f"{float(d) * 1000:.0f} ms" if isinstance(d, int | float) and math.isfinite(d) else ""
 
 
-def _stage_cell(stage: Any, other: Any, detail: _Detail) -> StageCell:
-    st = stage if isinstance(stage, Mapping) else None
-    ot = other if isinstance(other, Mapping) else None
-    if st is None:
+def _stage_cell(stage: StageRecord | None, other: StageRecord | None, detail: _Detail) -> StageCell:
+    if stage is None:
         return StageCell(False)
     return StageCell(
         True,
-        bool(st.get("ok")),
-        text(st.get("failure") or "unknown"),
-        _duration(st),
-        detail(st, ot),
+        bool(stage.ok),
+        text(stage.failure or "unknown"),
+        _duration(stage),
+        detail(stage, other),
     )
 
 
@@ -243,33 +231,27 @@ class MeasurementView:
     rows: list[StageRow]
 
 
-def _mapping(value: Any) -> Mapping[str, Any] | None:
-    """The value when it is a JSON object, else None (stored records are not trusted)."""
-    return value if isinstance(value, Mapping) else None
-
-
-def measurement_view(record: Mapping[str, Any], now: datetime) -> MeasurementView:
-    verdict = text(record.get("verdict"))
-    control = _mapping(record.get("control"))
-    mine = _mapping(record.get("stages")) or {}
-    # the control is a Measurement.to_dict(): its stages are top-level keys
-    theirs = (_mapping(control.get("stages")) or control if control else None) or {}
+def measurement_view(result: Result, now: datetime) -> MeasurementView:
+    """One stored measurement (decoded once, at the store) beside its control's."""
+    m, control = result.measurement, result.control
     rows = []
     for stage in STAGES:
-        key, name, detail = stage.name, stage.label, _DETAILS.get(stage.record, _no_details)
-        a, b = mine.get(key), theirs.get(key) if control else None
+        detail = _DETAILS.get(stage.record, _no_details)
+        a = m.stages.get(stage.name)
+        b = control.stages.get(stage.name) if control is not None else None
         if a is None and b is None:
             continue
         cells = [_stage_cell(a, b, detail)] + ([_stage_cell(b, a, detail)] if control else [])
-        rows.append(StageRow(name, cells))
+        rows.append(StageRow(stage.label, cells))
+    verdict = result.verdict.value
     return MeasurementView(
-        stamp=since_of(parse_time(record.get("time")), now),
+        stamp=since_of(parse_time(m.time), now),
         css=css(verdict),
         mark=look(verdict).mark,
         label=verdict_label(verdict),
-        reason=text(record.get("reason")),
-        error=text(record.get("error")) if record.get("error") else "",
-        control=text(control.get("vantage")) if control else None,
+        reason=result.reason,
+        error=text(m.error) if m.error else "",
+        control=control.vantage if control is not None else None,
         rows=rows,
     )
 
@@ -277,7 +259,7 @@ def measurement_view(record: Mapping[str, Any], now: datetime) -> MeasurementVie
 def render_target_page(
     status: Status | Mapping[str, Any],
     changes: Sequence[ChangeRow],
-    measurements: Sequence[Mapping[str, Any]],
+    measurements: Sequence[Result],
     *,
     service: str,
     target: str,
@@ -292,7 +274,7 @@ def render_target_page(
     current = [c for c in board.cells.get((service, vantage), []) if c.target == target]
     mine = [r for r in changes if (r.service, r.target, r.vantage) == (service, target, vantage)]
     tl = timelines(mine, now - timedelta(hours=hours), now)
-    recent = sorted(measurements, key=lambda r: text(r.get("time")), reverse=True)
+    recent = sorted(measurements, key=lambda r: r.measurement.time, reverse=True)
     return render(
         "target.html",
         title=f"{service} at {vantage} — lifeline",

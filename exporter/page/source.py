@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from exporter.page.view import ChangeRow, Status
+from probes.records import Result
 
 __all__ = ["ChangeRow", "PageSource"]
 
@@ -23,8 +24,8 @@ class PageSource(Protocol):
 
     async def measurements(
         self, *, service: str, target: str, vantage: str, limit: int
-    ) -> list[dict[str, Any]]:
-        """The newest ``limit`` ``Result.to_dict()`` records of one (target, vantage)."""
+    ) -> list[Result]:
+        """The newest ``limit`` measurements of one (target, vantage), decoded at the store."""
         ...
 
     async def window(self) -> Mapping[str, Any] | None:
