@@ -139,7 +139,7 @@ def _page_status(board: Board) -> Status:
 
 async def window_for(monitor: Monitor, query: Mapping[str, str]) -> dict[str, Any]:
     """The window document for the current verdicts and the store's timeline (400 on bad input)."""
-    from exporter.windowcmd import change_dicts, window_document, window_options
+    from exporter.windowcmd import window_document, window_options
 
     try:
         options = window_options(
@@ -151,8 +151,8 @@ async def window_for(monitor: Monitor, query: Mapping[str, str]) -> dict[str, An
     except ValueError as exc:
         raise _bad(str(exc)) from None
     store = monitor.store
-    changes = [] if store is None else change_dicts(await store.changes())
-    current = list(status_document(monitor.board).get("results") or [])
+    changes = [] if store is None else await store.changes()
+    current = monitor.board.ordered()
     return window_document(monitor.config, current, changes, now=datetime.now(UTC), **options)
 
 

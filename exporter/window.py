@@ -35,10 +35,10 @@ mean the situation is moving and people are looking for news right now.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from probes.model import CANARY_SERVICE, Vantage
@@ -54,6 +54,8 @@ __all__ = [
     "DEFAULT_ACTIVITY",
     "SCHEMA",
     "SHUTDOWN_WEIGHT",
+    "ChangeRow",
+    "CurrentRow",
     "RegionHarm",
     "RegionState",
     "WindowScore",
@@ -158,9 +160,41 @@ class WindowScore:
 # --- reading the current state ------------------------------------------------
 
 
+class CurrentRow(Protocol):
+    """A current verdict: the store's ``Latest`` row or the board's ``Entry``."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def vantage(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def time(self) -> str: ...  # RFC 3339: the latest measurement that carries it
+
+
+class ChangeRow(Protocol):
+    """A period of the timeline: the store's ``VerdictChange``."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def vantage(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def previous(self) -> str | None: ...  # None: the target's first verdict
+    @property
+    def since(self) -> str: ...
+    @property
+    def until(self) -> str | None: ...
+
+
 def region_states(
-    results: Sequence[Mapping[str, Any]],
-    changes: Sequence[Mapping[str, Any]],
+    results: Sequence[CurrentRow],
+    changes: Sequence[ChangeRow],
     vantages: Sequence[Vantage],
     *,
     now: datetime,
@@ -184,16 +218,16 @@ def region_states(
             continue
         _zone(vantage.timezone, vantage.name)
         mine = [r for key, r in latest.items() if key[2] == vantage.name]
-        targets = [r for r in mine if r["service"] != CANARY_SERVICE]
-        events = [c for c in changes if c["vantage"] == vantage.name]
+        targets = [r for r in mine if r.service != CANARY_SERVICE]
+        events = [c for c in changes if c.vantage == vantage.name]
         regions.append(
             RegionState(
                 vantage=vantage.name,
                 timezone=vantage.timezone,
                 country=vantage.country,
-                blocked=sum(1 for r in targets if r["verdict"] in BLOCKING_VERDICTS),
+                blocked=sum(1 for r in targets if r.verdict in BLOCKING_VERDICTS),
                 total=len(targets),
-                shutdown_recent=any(r["verdict"] == Verdict.VANTAGE_DOWN for r in mine)
+                shutdown_recent=any(r.verdict == Verdict.VANTAGE_DOWN for r in mine)
                 or _shutdown_in(events, now, lookback),
                 recent_changes=_changes_in(events, now, lookback),
                 lookback=lookback,
@@ -203,44 +237,44 @@ def region_states(
 
 
 def _latest_results(
-    results: Sequence[Mapping[str, Any]],
-) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    results: Sequence[CurrentRow],
+) -> dict[tuple[str, str, str], CurrentRow]:
     """The newest result per (service, target, vantage): older ones are not 'now'."""
-    latest: dict[tuple[str, str, str], tuple[datetime, Mapping[str, Any]]] = {}
+    latest: dict[tuple[str, str, str], tuple[datetime, CurrentRow]] = {}
     for result in results:
-        key = (str(result["service"]), str(result["target"]), str(result["vantage"]))
-        when = _parse_time(result["time"], "result time")
+        key = (result.service, result.target, result.vantage)
+        when = _parse_time(result.time, "result time")
         if key not in latest or when >= latest[key][0]:
             latest[key] = (when, result)
     return {key: result for key, (_, result) in latest.items()}
 
 
-def _shutdown_in(events: Sequence[Mapping[str, Any]], now: datetime, lookback: timedelta) -> bool:
+def _shutdown_in(events: Sequence[ChangeRow], now: datetime, lookback: timedelta) -> bool:
     """True if a vantage_down period overlaps [now - lookback, now]."""
     for event in events:
-        if event["verdict"] != Verdict.VANTAGE_DOWN:
+        if event.verdict != Verdict.VANTAGE_DOWN:
             continue
-        since = _parse_time(event["since"], "change since")
-        until = event.get("until")
+        since = _parse_time(event.since, "change since")
+        until = event.until
         ended = now if until is None else _parse_time(until, "change until")
         if since <= now and ended >= now - lookback:
             return True
     return False
 
 
-def _changes_in(events: Sequence[Mapping[str, Any]], now: datetime, lookback: timedelta) -> int:
+def _changes_in(events: Sequence[ChangeRow], now: datetime, lookback: timedelta) -> int:
     """Verdict changes of real targets (not canaries) that began within the lookback.
 
-    An event that says ``"previous": None`` is a target's first verdict (the
-    store records one when measuring starts): a first look, not a change.
+    An event whose ``previous`` is None is a target's first verdict (the store
+    records one when measuring starts): a first look, not a change.
     """
     count = 0
     for event in events:
-        if event["service"] == CANARY_SERVICE:
+        if event.service == CANARY_SERVICE:
             continue
-        if "previous" in event and event["previous"] is None:
+        if event.previous is None:
             continue
-        since = _parse_time(event["since"], "change since")
+        since = _parse_time(event.since, "change since")
         if now - lookback <= since <= now:
             count += 1
     return count

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.check import load_or_report
 from exporter.window import (
+    ChangeRow,
+    CurrentRow,
     RegionState,
     WindowScore,
     parse_when,
@@ -24,8 +26,10 @@ from exporter.window import (
 from probes.config import parse_duration
 from probes.model import Config
 
+if TYPE_CHECKING:
+    from exporter.store import Latest, VerdictChange
+
 __all__ = [
-    "change_dicts",
     "evaluate",
     "history",
     "run_window",
@@ -36,10 +40,8 @@ __all__ = [
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
-def history(
-    config: Config, data_dir: str | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Current results and verdict changes from the store, if there is one."""
+def history(config: Config, data_dir: str | None) -> tuple[list[Latest], list[VerdictChange]]:
+    """Current verdicts and verdict changes from the store, if there is one."""
     directory = Path(data_dir or config.storage.dir)
     if not (directory / "lifeline.db").exists():
         return [], []
@@ -47,25 +49,9 @@ def history(
 
     store = Store(directory, retention_s=config.storage.retention)
     try:
-        return store.current(), change_dicts(store.changes())
+        return store.latest(), store.changes()
     finally:
         store.close()
-
-
-def change_dicts(changes: Iterable[Any]) -> list[dict[str, Any]]:
-    """Verdict changes (exporter.store.VerdictChange) as the plain dicts region_states reads."""
-    return [
-        {
-            "service": c.service,
-            "target": c.target,
-            "vantage": c.vantage,
-            "verdict": c.verdict,
-            "previous": c.previous,
-            "since": c.since,
-            "until": c.until,
-        }
-        for c in changes
-    ]
 
 
 def window_options(
@@ -83,8 +69,8 @@ def window_options(
 
 def evaluate(
     config: Config,
-    current: list[dict[str, Any]],
-    changes: list[dict[str, Any]],
+    current: Sequence[CurrentRow],
+    changes: Sequence[ChangeRow],
     *,
     duration: timedelta,
     now: datetime,
@@ -110,8 +96,8 @@ def evaluate(
 
 def window_document(
     config: Config,
-    current: list[dict[str, Any]],
-    changes: list[dict[str, Any]],
+    current: Sequence[CurrentRow],
+    changes: Sequence[ChangeRow],
     **options: Any,
 ) -> dict[str, Any]:
     """The JSON answer of `window --format json` and `/api/v1/window` (options of evaluate)."""

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from exporter.store import Latest, VerdictChange
 from exporter.window import (
     DEFAULT_ACTIVITY,
     SCHEMA,
@@ -63,14 +64,8 @@ def result(
     verdict: str,
     when: str = "2009-06-16T03:00:00Z",
     service: str = "twitter",
-) -> dict[str, Any]:
-    return {
-        "service": service,
-        "target": target,
-        "vantage": vantage,
-        "verdict": verdict,
-        "time": when,
-    }
+) -> Latest:
+    return Latest(service, target, vantage, verdict, reason="", since=when, time=when)
 
 
 def change(
@@ -80,15 +75,9 @@ def change(
     since: str,
     until: str | None = None,
     service: str = "twitter",
-) -> dict[str, Any]:
-    return {
-        "service": service,
-        "target": target,
-        "vantage": vantage,
-        "verdict": verdict,
-        "since": since,
-        "until": until,
-    }
+    previous: str | None = "ok",
+) -> VerdictChange:
+    return VerdictChange(service, target, vantage, verdict, previous, since, until, reason="")
 
 
 def harm_of(score: WindowScore, vantage: str) -> float:
@@ -106,7 +95,7 @@ def test_tz_database_knows_tehran_summer_time_of_2009() -> None:
     assert utc(2024, 6, 16, 5).astimezone(tehran).utcoffset() == timedelta(hours=3, minutes=30)
 
 
-def iran_2009() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Vantage]]:
+def iran_2009() -> tuple[list[Latest], list[VerdictChange], list[Vantage]]:
     """Tehran in crisis on 2009-06-16: 15 of 20 targets blocked, churn, a recent shutdown."""
     blocked_verdicts = ["dns_blocked", "tcp_blocked", "tls_blocked", "http_blocked", "throttled"]
     results = []
@@ -217,8 +206,8 @@ def test_shutdown_and_changes_only_count_within_the_lookback() -> None:
 
 
 def test_first_verdict_of_a_target_is_not_a_change() -> None:
-    first = change("ir", "https://a/", "ok", "2009-06-16T01:00:00Z") | {"previous": None}
-    then = change("ir", "https://a/", "dns_blocked", "2009-06-16T02:00:00") | {"previous": "ok"}
+    first = change("ir", "https://a/", "ok", "2009-06-16T01:00:00Z", previous=None)
+    then = change("ir", "https://a/", "dns_blocked", "2009-06-16T02:00:00", previous="ok")
     (region,) = region_states([], [first, then], [vantage("ir", "Asia/Tehran")], now=NOW_2009)
     assert region.recent_changes == 1  # and the stored time without offset is read as UTC
 

@@ -137,7 +137,7 @@ def run_incidents(args: argparse.Namespace) -> int:
     if store is None:
         return EXIT_FOUND
     try:
-        seen = {(r["service"], r["target"], r["vantage"]): r["time"] for r in store.current()}
+        seen = {(r.service, r.target, r.vantage): r.time for r in store.latest()}
         items = incidents(store.changes(), last_measured=seen)
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
