@@ -9,12 +9,12 @@ thread (SQLite connections are thread-confined) and takes records from
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exporter import events
 from exporter.store import STORE_BATCH, STORE_FLUSH_S, Latest, Store, VerdictChange
 from probes.defaults import DEFAULT_RETENTION_S
 from probes.records import Result
@@ -122,15 +122,11 @@ class AsyncStore:
             self.write_failures += 1
             if not self._failing:
                 self._failing = True
-                _warn(
-                    f"store write failed: {exc}; measuring goes on, failed batches are "
-                    "counted (lifeline_store_write_failures_total), their records still "
-                    "go to the probe log"
-                )
+                events.store_fault(str(exc))
             return
         if self._failing:
             self._failing = False
-            _warn(f"store writes work again ({self.write_failures} batches failed so far)")
+            events.store_recovered(self.write_failures)
 
     async def current(self) -> list[dict[str, Any]]:
         return await self._call(lambda s: s.current())
@@ -180,7 +176,3 @@ async def wait_at_most(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         pass
     return event.is_set()
-
-
-def _warn(text: str) -> None:
-    print(f"lifeline serve: {text}", file=sys.stderr, flush=True)

@@ -39,6 +39,21 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="least severe log line written to stderr (default: info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text, or one JSON object a line (default: text)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lifeline",
@@ -86,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dir", default=None, metavar="D", help="lab directory (default: a temporary one)"
     )
     p.add_argument("--listen", default="127.0.0.1:9478", metavar="HOST:PORT")
+    _log_args(p)
 
     p = sub.add_parser("serve", help="the long-running exporter")
     _config_arg(p)
@@ -106,6 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="measure in N worker processes, or 'auto' (one per CPU); 0 (default): in-process",
     )
+    _log_args(p)
 
     p = sub.add_parser("export", help="measurements from the store, streamed")
     p.add_argument("--data-dir", default=None, metavar="D")

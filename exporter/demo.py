@@ -79,4 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return 2
+    from exporter.logsetup import configure
+
+    configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     return asyncio.run(_demo(directory, args.listen))

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from exporter import events
 from probes.records import Result, record_json
 
 __all__ = [
@@ -167,23 +168,14 @@ class ProbeLog:
             return False
         if self._failing:
             self._failing = False
-            log.warning(
-                "probe log %s is writable again (%d records lost so far)",
-                self.directory,
-                self.lost_writes,
-            )
+            events.probe_log_recovered(str(self.directory), self.lost_writes)
         return True
 
     def _lost(self, exc: OSError) -> None:
         self.lost_writes += 1
         if not self._failing:
             self._failing = True
-            log.error(
-                "probe log %s: cannot write (%s); measurements go on, lost lines are counted "
-                "(lifeline_log_write_failures_total) until writing works again",
-                self.directory,
-                exc.strerror or exc,
-            )
+            events.probe_log_fault(str(self.directory), str(exc.strerror or exc))
 
     def _drop_file(self) -> None:
         """Forget the open file after a failed write: the next write opens it afresh

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from exporter import events
 from exporter.asyncstore import wait_at_most as _wait
 from exporter.board import Board, Entry
 from exporter.schedule import (
@@ -29,6 +29,7 @@ from exporter.schedule import (
     Slot,
     slots_for,
 )
+from exporter.transitions import AgentWatch, IncidentLog
 from probes import timefmt
 from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.records import EncodedRecord, Measurement, Result
@@ -205,6 +206,8 @@ class Monitor:
         self._wake = asyncio.Event()
         self._canaries_out: Counter[str] = Counter()  # canary measurements in flight, per vantage
         self._canaries_idle: dict[str, asyncio.Event] = {}
+        self._incidents = IncidentLog()  # incident start / end lines (exporter.events)
+        self._agents = AgentWatch(clock)  # agent lost / recovered lines
 
     @property
     def config(self) -> Config:
@@ -265,7 +268,8 @@ class Monitor:
             try:
                 self.board.restore(await self._store.latest())
             except Exception as exc:  # a damaged store must not keep the exporter down
-                _warn(f"could not restore verdicts from the store: {exc}")
+                events.restore_failed(str(exc))
+        self._incidents.seed(self.board.entries.values())
         self._confirm = Confirmation({k: e.verdict for k, e in self.board.entries.items()})
         loop = asyncio.get_running_loop()
         self.board.tasks = lambda: len(asyncio.all_tasks(loop))
@@ -319,7 +323,7 @@ class Monitor:
             try:
                 try:
                     m = await self._runner.measure(job)
-                    self._observations.add(m)
+                    self._observed(m, job)
                     if due is not None and policy is not None:
                         started = self._clock() - m.duration_s
                         self.board.lateness.observe(started - due, interval=policy.interval)
@@ -341,9 +345,14 @@ class Monitor:
         outcomes = await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True)
         for job, outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, Exception):  # one broken measurement must not stop the rest
-                _warn(f"measuring {job.target.url} from {job.vantage.name} failed: {outcome!r}")
+                events.measure_failed(job.target.url, job.vantage.name, repr(outcome))
             elif isinstance(outcome, BaseException):
                 raise outcome
+
+    def _observed(self, m: Measurement, job: Job) -> None:
+        """A measurement came back: the latest observation of its key; an agent's health."""
+        self._observations.add(m)
+        self._agents.measured(m, job.vantage)
 
     def _record(self, m: Measurement) -> tuple[Result, dict[str, Any]]:
         """Judge a measurement against the rolling observations; count and log it.
@@ -369,8 +378,8 @@ class Monitor:
         if control is not None and job.vantage.name != control.name:
             again += [j for j in slot.jobs if j.vantage.name == control.name]
         measurements = await asyncio.gather(*(self._runner.measure(j) for j in again))
-        for m in measurements:
-            self._observations.add(m)
+        for m, j in zip(measurements, again, strict=True):
+            self._observed(m, j)
         fresh = self._record(measurements[0])
         for m in measurements[1:]:  # the control's re-probe: evidence, counted and logged
             self._record(m)
@@ -380,8 +389,15 @@ class Monitor:
 
     async def _publish(self, results: list[tuple[Result, dict[str, Any]]]) -> None:
         """Show results on the board; hand their records to the store (it batches them)."""
+        entries = self.board.entries
         for r, _ in results:
+            m = r.measurement
+            key = (m.service, m.target, m.vantage)
+            before = entries.get(key)
             self.board.publish(r)
+            after = entries.get(key)
+            if after is not None and (before is None or before.verdict != after.verdict):
+                self._incidents.changed(after)
         if self._store is not None and results:
             await self._store.put([record for _, record in results])
 
@@ -414,6 +430,7 @@ class Monitor:
         self.board.retarget(config)
         keys = set(self.board.keys())
         self._confirm.retain(keys)
+        self._incidents.retain(keys)
         self._observations = Observations(
             m for k, m in self._observations.by_key.items() if k in keys
         )
@@ -447,7 +464,3 @@ class Monitor:
             await self._store.stop_writing()  # writes what the last slots published
         await self._runner.aclose()
         await self._probe_runner.aclose()
-
-
-def _warn(text: str) -> None:
-    print(f"lifeline serve: {text}", file=sys.stderr, flush=True)

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from exporter import events
 from exporter.guard import ADHOC_SERVICE, TargetIndex, admitted_target
+from exporter.logsetup import LEVELS, LOG_FORMATS, configure, remember_secrets
 from exporter.metricspage import MetricsPage
 from exporter.probemetrics import ProbeExposition
 from exporter.scheduler import Board, Monitor, epoch, rfc3339
@@ -62,6 +64,8 @@ class ServeOptions:
     web: WebConfig = field(default_factory=WebConfig)
     agent: str | None = None  # agent mode (`--agent`): the name it answers hubs with
     workers: int = 0  # measuring worker processes (`--workers`); 0: measure in this process
+    log_level: str = "info"  # `--log-level` (exporter.logsetup.LEVELS)
+    log_format: str = "text"  # `--log-format`: text or json
 
 
 def parse_listen(text: str) -> tuple[str | None, int]:
@@ -327,12 +331,23 @@ class Server:
                 config = load_config(self.config_path)
             except ConfigError as exc:
                 self.monitor.board.reload_ok = False
-                for line in exc.errors:
-                    _say(f"reload refused: {line}", err=True)
+                events.reload_refused(self.config_path, exc.errors)
                 return list(exc.errors)
+            remember_secrets(config, *self.web_config.secrets())
+            before = config_counts(self.monitor.config)
             await self.monitor.reload(config)
-            _say(f"reloaded {self.config_path}")
+            events.reload_done(self.config_path, before, config_counts(config))
             return []
+
+
+def config_counts(config: Config) -> dict[str, int]:
+    """What a config holds, in numbers (serve's start and reload lines)."""
+    return {
+        "services": len(config.services),
+        "targets": sum(len(s.targets) for s in config.services),
+        "canaries": len(config.canaries),
+        "vantages": len(config.vantages),
+    }
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
@@ -417,12 +432,9 @@ def _time_param(text: str | None, *, default_ago: float | None) -> str | None:
         raise ValueError(f"not an RFC 3339 time or a duration: {text!r}") from None
 
 
-def _say(text: str, *, err: bool = False) -> None:
-    print(
-        f"lifeline serve: {text}" if err else text,
-        file=sys.stderr if err else sys.stdout,
-        flush=True,
-    )
+def _say(text: str) -> None:
+    """A line on stdout that scripts read (``listening on URL``, ``stopped``)."""
+    print(text, file=sys.stdout, flush=True)
 
 
 # --- running -----------------------------------------------------------------------------
@@ -440,13 +452,14 @@ async def serve(
     from exporter.logs import ProbeLog
     from exporter.store import StoreError
 
+    remember_secrets(config, *options.web.secrets())
     host, port = parse_listen(options.listen)
     data_dir = Path(options.data_dir or config.storage.dir)
     store = AsyncStore(data_dir, retention_s=config.storage.retention)
     try:
         await store.open()
     except (StoreError, OSError) as exc:
-        _say(f"cannot open the store in {data_dir}: {exc}", err=True)
+        events.serve_failed(f"cannot open the store in {data_dir}: {exc}")
         await store.aclose()
         return EXIT_FAILED
     log = ProbeLog(data_dir)
@@ -458,7 +471,7 @@ async def serve(
         try:
             await pool.start()
         except OSError as exc:
-            _say(f"cannot start {options.workers} measuring workers: {exc}", err=True)
+            events.serve_failed(f"cannot start {options.workers} measuring workers: {exc}")
             await pool.aclose()
             log.close()
             await store.aclose()
@@ -475,6 +488,7 @@ async def serve(
         await site.start()
         url = _url(runner, options.web)
         _say(f"listening on {url}")
+        events.serve_started(url, config_counts(config))
         if on_listening is not None:
             on_listening(url)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -483,7 +497,7 @@ async def serve(
         await stop.wait()  # retention: the store prunes itself, at most hourly, as it writes
         await asyncio.gather(*server.background, return_exceptions=True)
     except OSError as exc:  # the port is taken, or the cert cannot be read
-        _say(f"cannot listen on {options.listen}: {exc}", err=True)
+        events.serve_failed(f"cannot listen on {options.listen}: {exc}")
         return EXIT_FAILED
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -494,6 +508,7 @@ async def serve(
             await pool.aclose()
         log.close()
         await store.aclose()
+    events.serve_stopped()
     _say("stopped")
     return EXIT_OK
 
@@ -532,8 +547,18 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions | None:
     except ValueError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return None
+    level, fmt = getattr(args, "log_level", "info"), getattr(args, "log_format", "text")
+    if level not in LEVELS or fmt not in LOG_FORMATS:  # argparse's choices already say so
+        print(f"lifeline: --log-level {level!r} / --log-format {fmt!r}", file=sys.stderr)
+        return None
     return ServeOptions(
-        listen=args.listen, data_dir=args.data_dir, web=web_config, agent=agent, workers=workers
+        listen=args.listen,
+        data_dir=args.data_dir,
+        web=web_config,
+        agent=agent,
+        workers=workers,
+        log_level=level,
+        log_format=fmt,
     )
 
 
@@ -546,4 +571,5 @@ def run_serve(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     if options is None:
         return EXIT_USAGE
+    configure(options.log_level, options.log_format)
     return asyncio.run(serve(config, options))

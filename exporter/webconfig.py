@@ -64,6 +64,10 @@ class WebConfig:
         ctx.load_cert_chain(self.cert_file, self.key_file)
         return ctx
 
+    def secrets(self) -> list[str]:
+        """What no log line may show: the users' password hashes."""
+        return [hashed.decode("ascii", "replace") for hashed in self.users.values()]
+
     def authorized(self, header: str | None) -> bool:
         """Whether an Authorization header carries valid credentials (True when auth is off).
 

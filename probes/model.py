@@ -242,6 +242,8 @@ class Config:
     # weight of people's activity by local hour 0..23 (`lifeline window`); None = built-in curve
     window_activity: tuple[float, ...] | None = None
     path: str | None = None  # the file it was loaded from
+    #: values substituted from the environment (``${NAME}``): never shown in a log line
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
     @property
     def control(self) -> Vantage | None:

@@ -110,6 +110,7 @@ def read_config(r: Reader, root: Node | None) -> Config | None:
         probe_allow=probe_allow,
         fingerprints=fingerprints,
         window_activity=window,
+        secrets=frozenset(r.substituted),
     )
 
 

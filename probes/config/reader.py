@@ -52,6 +52,8 @@ class Reader(Problems):
         super().__init__()
         self.env = env
         self.base_dir = base_dir
+        #: every value a ``${NAME}`` expanded to (``Config.secrets``: logs never show them)
+        self.substituted: set[str] = set()
 
     def expected(self, path: str, wanted: str, node: Node) -> None:
         self.error(path, f"must be {wanted}, not {kind_of(node)}", node)
@@ -129,6 +131,7 @@ class Reader(Problems):
                 self.error(path, f"environment variable {body} is not set", node)
                 ok = False
                 return ""
+            self.substituted.add(self.env[body])
             return self.env[body]
 
         value = _REFERENCE.sub(replace, raw)
