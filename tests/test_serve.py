@@ -353,7 +353,7 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_running(served: Served) -
     _, _, text = http(served.url + "metrics")
     assert metric(text, "lifeline_config_last_reload_successful") == [1]
     served.proc.send_signal(signal.SIGHUP)  # the same through a signal
-    wait_for("the SIGHUP reload", lambda: served.out.read_text().count("reloaded") >= 2)
+    wait_for("the SIGHUP reload", lambda: served.err.read_text().count("reloaded") >= 2)
     assert served.proc.poll() is None
 
 
