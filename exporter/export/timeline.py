@@ -146,9 +146,7 @@ def _cut(text: str, width: int) -> str:
 
 
 def _where(i: Grouped) -> str:
-    if i.vantage is not None:
-        return i.vantage
-    return "all: " + ",".join(i.vantages)
+    return "all" if i.vantage is None else i.vantage  # an outage: --format json lists where
 
 
 def _what(i: Grouped) -> str:
