@@ -172,10 +172,10 @@ async def incidents_document(monitor: Monitor, query: MultiMapping[str]) -> dict
     unknown = sorted(set(query) - {"service", "vantage", "since", "ongoing"})
     if unknown:
         raise _bad(f"unknown parameter {unknown[0]!r}: use service, vantage, since, ongoing")
-    since: str | None = None
+    since: float | None = None
     if "since" in query:
         try:
-            since = resolve_time(query["since"], now=now)
+            since = epoch(resolve_time(query["since"], now=now))
         except ValueError as exc:
             raise _bad(f"since: {exc}") from None
     ongoing = query.get("ongoing", "").strip().lower()
@@ -186,7 +186,7 @@ async def incidents_document(monitor: Monitor, query: MultiMapping[str]) -> dict
     store = monitor.store
     periods: Sequence[Any]
     if store is not None:
-        periods = await store.changes(since=since)
+        periods = await store.changes()  # all: an incident may begin before `since`
     else:
         periods = [
             Period(e.service, e.target, e.vantage, e.verdict or "", e.since, None, e.reason)
@@ -196,6 +196,7 @@ async def incidents_document(monitor: Monitor, query: MultiMapping[str]) -> dict
         build_incidents(periods, last_measured=seen),
         services=query.getall("service", []),
         vantages=query.getall("vantage", []),
+        since=since,
         ongoing=ongoing in _YES,
     )
     return {

@@ -493,6 +493,24 @@ def test_incidents_filters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert listed("--by", "target", "--vantage", "kz")[0] == ("kz", "tcp_blocked")
 
 
+def test_incidents_since_keeps_an_incident_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store(tmp_path) as store:
+        store.add([result(Verdict.DNS_BLOCKED, T0, target="https://a.example/")])
+        store.add([result(Verdict.DNS_BLOCKED, T0 + 60, target="https://b.example/")])
+        store.add([result(Verdict.OK, T0 + 120, target="https://a.example/")])
+        store.add([result(Verdict.OK, T0 + 600, target="https://b.example/")])
+    argv = ("incidents", "--data-dir", str(tmp_path), "--format", "json", "--since")
+    code, out, _ = _run(capsys, *argv, iso(T0 + 300))
+    assert code == 0
+    (incident,) = json.loads(out)["incidents"]
+    assert incident["since"] == "2026-01-01T00:00:00Z"  # began before --since, with target a
+    assert len(incident["targets"]) == 2 and incident["until"] == "2026-01-01T00:10:00Z"
+    code, out, _ = _run(capsys, *argv, iso(T0 + 601))
+    assert code == 0 and json.loads(out)["incidents"] == []
+
+
 @pytest.mark.parametrize("bad", ["garbage", "2h ago", "2026-13-01"])
 def test_incidents_refuses_a_bad_since(
     bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -223,18 +223,20 @@ def run_incidents(args: argparse.Namespace) -> int:
         return EXIT_FOUND
     try:
         seen = {(r.service, r.target, r.vantage): r.time for r in store.latest()}
-        changes = store.changes(since=since)
+        changes = store.changes()  # all: an incident's first periods may end before --since
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_FOUND
     finally:
         store.close()
+    since_t = None if since is None else parse_rfc3339(since)
     if args.by == "target":
-        return _by_target(args, changes, seen, now)
+        return _by_target(args, changes, seen, now, since_t)
     items = select_incidents(
         build_incidents(changes, last_measured=seen),
         services=args.service,
         vantages=args.vantage,
+        since=since_t,
         ongoing=args.ongoing,
     )
     if args.format == "json":
@@ -251,6 +253,7 @@ def _by_target(
     changes: Sequence[VerdictChange],
     seen: Mapping[tuple[str, str, str], str],
     now: float,
+    since: float | None,
 ) -> int:
     """``--by target``: one row per non-ok period of each (service, target, vantage)."""
     mine = [
@@ -259,6 +262,7 @@ def _by_target(
         if (not args.service or c.service in args.service)
         and (not args.vantage or c.vantage in args.vantage)
         and (not args.ongoing or c.until is None)
+        and (since is None or c.until is None or parse_rfc3339(c.until) >= since)
     ]
     items = incidents(mine, now=now, last_measured=seen)
     if args.format == "json":
