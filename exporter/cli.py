@@ -143,9 +143,25 @@ def _build_parser() -> argparse.ArgumentParser:
         "-c", "--config", default=None, metavar="FILE", help="config for fingerprints and ratio"
     )
 
-    p = sub.add_parser("incidents", help="verdict changes: what was blocked where, how, when")
+    p = sub.add_parser("incidents", help="incidents: what was blocked where, how, when")
     p.add_argument("--data-dir", default=None, metavar="D")
     _config_arg(p)
+    p.add_argument(
+        "--service", action="append", default=[], metavar="S", help="only this service (repeatable)"
+    )
+    p.add_argument(
+        "--vantage", action="append", default=[], metavar="V", help="only this vantage (repeatable)"
+    )
+    p.add_argument(
+        "--since", default=None, metavar="T", help="not ended before T (RFC 3339, or 2h, 7d ago)"
+    )
+    p.add_argument("--ongoing", action="store_true", help="only incidents still going on")
+    p.add_argument(
+        "--by",
+        choices=("incident", "target"),
+        default="incident",
+        help="'target': one row per verdict period of each target (the detail)",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = sub.add_parser("window", help="least harmful maintenance windows for the watched regions")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from exporter import events
 from exporter.guard import ADHOC_SERVICE, TargetIndex, admitted_target
@@ -160,6 +161,55 @@ async def window_for(monitor: Monitor, query: Mapping[str, str]) -> dict[str, An
     return window_document(monitor.config, current, changes, now=datetime.now(UTC), **options)
 
 
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+async def incidents_document(monitor: Monitor, query: MultiMapping[str]) -> dict[str, Any]:
+    """The ``lifeline.incidents/2`` document of ``/api/v1/incidents`` (400 on a bad parameter).
+
+    From the store's timeline when there is a store, else from the current verdicts.
+    """
+    from exporter.export.common import resolve_time
+    from exporter.incidents import INCIDENT_SCHEMA, Period, build_incidents, select_incidents
+
+    now = time.time()
+    unknown = sorted(set(query) - {"service", "vantage", "since", "ongoing"})
+    if unknown:
+        raise _bad(f"unknown parameter {unknown[0]!r}: use service, vantage, since, ongoing")
+    since: float | None = None
+    if "since" in query:
+        try:
+            since = epoch(resolve_time(query["since"], now=now))
+        except ValueError as exc:
+            raise _bad(f"since: {exc}") from None
+    ongoing = query.get("ongoing", "").strip().lower()
+    if ongoing not in _YES + _NO:
+        raise _bad(f"ongoing: {ongoing!r} is not a yes or no (use ongoing=1 or ongoing=0)")
+    entries = monitor.board.ordered()
+    seen = {(e.service, e.target, e.vantage): e.time for e in entries}
+    store = monitor.store
+    periods: Sequence[Any]
+    if store is not None:
+        periods = await store.changes()  # all: an incident may begin before `since`
+    else:
+        periods = [
+            Period(e.service, e.target, e.vantage, e.verdict or "", e.since, None, e.reason)
+            for e in entries
+        ]
+    items = select_incidents(
+        build_incidents(periods, last_measured=seen),
+        services=query.getall("service", []),
+        vantages=query.getall("vantage", []),
+        since=since,
+        ongoing=ongoing in _YES,
+    )
+    return {
+        "schema": INCIDENT_SCHEMA,
+        "time": rfc3339(now),
+        "incidents": [i.to_dict(now) for i in items],
+    }
+
+
 def _add_status_page(app: web.Application, monitor: Monitor) -> None:
     from exporter.page import add_page_routes
 
@@ -210,6 +260,7 @@ class Server:
             web.get("/api/v1/status", self._status),
             web.get("/api/v1/measurements", self._measurements),
             web.get("/api/v1/window", self._window),
+            web.get("/api/v1/incidents", self._incidents),
             web.get("/-/healthy", self._healthy),
             web.get("/-/ready", self._ready),
             web.post("/-/reload", self._reload),
@@ -276,6 +327,10 @@ class Server:
     async def _window(self, request: web.Request) -> web.Response:
         """`lifeline window` on the live verdicts: ?duration=1h&within=72h&not_before=T&check=T."""
         return web.json_response(await window_for(self.monitor, request.query))
+
+    async def _incidents(self, request: web.Request) -> web.Response:
+        """The incident model (`lifeline incidents`): ?service=S&vantage=V&since=T&ongoing=1."""
+        return web.json_response(await incidents_document(self.monitor, request.query))
 
     async def _measurements(self, request: web.Request) -> web.StreamResponse:
         q = request.query

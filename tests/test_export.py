@@ -388,7 +388,9 @@ def _timeline(directory: Path) -> None:
 
 def test_incidents_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _timeline(tmp_path)
-    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--format", "json")
+    code, out, _ = _run(
+        capsys, "incidents", "--data-dir", str(tmp_path), "--by", "target", "--format", "json"
+    )
     assert code == 0
     doc = json.loads(out)
     assert doc["schema"] == "lifeline.incidents/1"
@@ -403,9 +405,9 @@ def test_incidents_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert older["reason"] == "judged dns_blocked"
 
 
-def test_incidents_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_incidents_table_by_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _timeline(tmp_path)
-    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path))
+    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--by", "target")
     assert code == 0
     head, newest, older, _, total = out.splitlines()
     assert head.split()[:7] == [
@@ -421,6 +423,102 @@ def test_incidents_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "LAST MEASURED" in head
     assert "2h 13m" in older and "dns_blocked" in older and iso(T0 + 600) in older
     assert total == "2 incidents, 1 ongoing"
+
+
+def test_incidents_json_groups_by_service_and_vantage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _timeline(tmp_path)
+    with Store(tmp_path) as store:  # a second target of news blocked at kz: the same incident
+        store.add([result(Verdict.TCP_BLOCKED, T0 + 9030, vantage="kz", target="tcp://news:443")])
+    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["schema"] == "lifeline.incidents/2"
+    ongoing, ended = doc["incidents"]
+    assert (ongoing["service"], ongoing["vantage"], ongoing["verdict"]) == (
+        "news",
+        "kz",
+        "tcp_blocked",
+    )
+    assert [t["target"] for t in ongoing["targets"]] == ["https://news.example/", "tcp://news:443"]
+    assert ongoing["since"] == "2026-01-01T02:30:00Z" and ongoing["until"] is None
+    assert ongoing["last_measured"] == "2026-01-01T02:30:30Z"
+    assert (ended["vantage"], ended["verdict"], ended["duration"]) == (
+        "ir",
+        "dns_blocked",
+        "2h 13m",
+    )
+    assert ended["until"] == "2026-01-01T02:23:00Z"
+
+
+def test_incidents_table_fits_120_columns_with_times_to_the_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long = "https://" + "very-long-name." * 20 + "example/"
+    with Store(tmp_path) as store:
+        store.add([result(Verdict.DNS_BLOCKED, T0, vantage="ir", service="s" * 60, target=long)])
+        store.add([result(Verdict.OK, T0 + 61.5, vantage="ir", service="s" * 60, target=long)])
+        store.add([result(Verdict.TLS_BLOCKED, T0 + 100.25, vantage="kz")])
+    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path))
+    assert code == 0
+    lines = out.splitlines()
+    assert all(len(line) <= 120 for line in lines), max(lines, key=len)
+    head, ongoing, ended, _, total = lines
+    assert head.split()[:6] == ["SINCE", "UNTIL", "DURATION", "VANTAGE", "SERVICE", "METHOD"]
+    assert ongoing.startswith("2026-01-01T00:01:40Z  ongoing") and "tls_blocked" in ongoing
+    assert ended.startswith("2026-01-01T00:00:00Z  2026-01-01T00:01:01Z  1m")
+    assert "…" in ended and "dns_blocked" in ended  # the long service name cut, the method kept
+    assert total == "2 incidents, 1 ongoing"
+
+
+def test_incidents_filters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _timeline(tmp_path)
+
+    def listed(*argv: str) -> list[tuple[str, str]]:
+        code, out, err = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--format",
+                              "json", *argv)  # fmt: skip
+        assert code == 0, err
+        return [(i["vantage"], i["verdict"]) for i in json.loads(out)["incidents"]]
+
+    both = [("kz", "tcp_blocked"), ("ir", "dns_blocked")]
+    assert listed() == both
+    assert listed("--ongoing") == [("kz", "tcp_blocked")]
+    assert listed("--vantage", "ir") == [("ir", "dns_blocked")]
+    assert listed("--service", "news", "--vantage", "ir", "--vantage", "kz") == both
+    assert listed("--service", "chat") == []
+    assert listed("--since", "2026-01-01T02:25:00Z") == [("kz", "tcp_blocked")]
+    assert listed("--since", "2026-01-01T02:20:00Z") == both
+    assert listed("--since", "36500d") == both  # relative: that long before now
+    assert listed("--by", "target", "--vantage", "kz")[0] == ("kz", "tcp_blocked")
+
+
+def test_incidents_since_keeps_an_incident_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store(tmp_path) as store:
+        store.add([result(Verdict.DNS_BLOCKED, T0, target="https://a.example/")])
+        store.add([result(Verdict.DNS_BLOCKED, T0 + 60, target="https://b.example/")])
+        store.add([result(Verdict.OK, T0 + 120, target="https://a.example/")])
+        store.add([result(Verdict.OK, T0 + 600, target="https://b.example/")])
+    argv = ("incidents", "--data-dir", str(tmp_path), "--format", "json", "--since")
+    code, out, _ = _run(capsys, *argv, iso(T0 + 300))
+    assert code == 0
+    (incident,) = json.loads(out)["incidents"]
+    assert incident["since"] == "2026-01-01T00:00:00Z"  # began before --since, with target a
+    assert len(incident["targets"]) == 2 and incident["until"] == "2026-01-01T00:10:00Z"
+    code, out, _ = _run(capsys, *argv, iso(T0 + 601))
+    assert code == 0 and json.loads(out)["incidents"] == []
+
+
+@pytest.mark.parametrize("bad", ["garbage", "2h ago", "2026-13-01"])
+def test_incidents_refuses_a_bad_since(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _timeline(tmp_path)
+    code, out, err = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--since", bad)
+    assert code == 2 and out == ""
+    assert "--since" in err and repr(bad) in err and "RFC 3339" in err
 
 
 def test_no_incidents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

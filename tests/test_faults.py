@@ -502,7 +502,7 @@ def test_proxy_passwords_never_appear_in_any_output_log_metric_or_export(
     outputs: dict[str, str] = {}
     target = lab_target(lab, "tcp-reset", "https://")
     for path in ("metrics", "api/v1/status", "api/v1/measurements?since=1h", "",
-                 "api/v1/timeline", "api/v1/summary.txt",
+                 "api/v1/timeline", "api/v1/summary.txt", "api/v1/incidents",
                  f"target?service=tcp-reset&target={quote(target)}&vantage=censored",
                  f"probe?target={quote(target)}&vantage=censored"):  # fmt: skip
         code, _, body = http(served.url + path)

@@ -11,19 +11,46 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.export.common import EXIT_FOUND, EXIT_OK, EXIT_USAGE, open_existing, resolve_data
+from exporter.export.common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    open_existing,
+    resolve_data,
+    resolve_time,
+)
+from exporter.incidents import (
+    INCIDENT_SCHEMA,
+    build_incidents,
+    format_duration,
+    select_incidents,
+)
+from exporter.incidents import Incident as Grouped
 from exporter.store import StoreError, VerdictChange
 from probes.records import Verdict
 from probes.timefmt import parse_rfc3339
 
-__all__ = ["INCIDENTS_SCHEMA", "Incident", "format_duration", "incidents", "run_incidents"]
+__all__ = [
+    "INCIDENTS_SCHEMA",
+    "TARGET_PERIODS_SCHEMA",
+    "Incident",
+    "format_duration",
+    "incident_table",
+    "incidents",
+    "run_incidents",
+]
 
-INCIDENTS_SCHEMA = "lifeline.incidents/1"
+#: ``--format json``: the incidents of :mod:`exporter.incidents`.
+INCIDENTS_SCHEMA = INCIDENT_SCHEMA
+#: ``--by target --format json``: one non-ok period per (service, target, vantage).
+TARGET_PERIODS_SCHEMA = "lifeline.incidents/1"
+#: The default table fits a terminal this wide.
+TABLE_WIDTH = 120
 
 
 @dataclass(frozen=True, slots=True)
 class Incident:
-    """One non-ok period of a (service, target, vantage); its fields are the JSON's keys."""
+    """One non-ok period of a (service, target, vantage), for ``--by target``: the JSON keys."""
 
     service: str
     target: str
@@ -39,21 +66,6 @@ class Incident:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def format_duration(seconds: float) -> str:
-    """A duration in words a person reads at a glance: '45s', '13m', '2h 13m', '3d 4h'."""
-    s = max(0, int(seconds))
-    days, rest = divmod(s, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"
 
 
 def incidents(
@@ -128,8 +140,81 @@ def _incident_table(items: Sequence[Incident]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, an ellipsis marking what was cut."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _where(i: Grouped) -> str:
+    return "all" if i.vantage is None else i.vantage  # an outage: --format json lists where
+
+
+def _what(i: Grouped) -> str:
+    if i.service is not None:
+        return i.service
+    return i.services[0] if len(i.services) == 1 else f"{len(i.services)} services"
+
+
+def _targets(i: Grouped) -> str:
+    names = sorted({t for _, t, _ in i.targets})
+    if len(names) == 1:
+        return names[0]
+    return f"{len(names)}: " + " ".join(names)
+
+
+#: (heading, most characters) of the default table; the last column takes what is left.
+_COLUMNS = (
+    ("SINCE", 20),
+    ("UNTIL", 20),
+    ("DURATION", 8),
+    ("VANTAGE", 16),
+    ("SERVICE", 18),
+    ("METHOD", 12),
+    ("TARGETS", 0),
+)
+
+
+def incident_table(items: Sequence[Grouped], *, now: float, width: int = TABLE_WIDTH) -> str:
+    """The incidents as a table no wider than ``width``: long cells end in an ellipsis."""
+    if not items:
+        return "no incidents: every recorded period is ok\n"
+    rows = [
+        (
+            i.since,
+            "ongoing" if i.until is None else i.until,
+            format_duration(i.duration_s(now)),
+            _where(i),
+            _what(i),
+            i.verdict,
+            _targets(i),
+        )
+        for i in items
+    ]
+    heads = [h for h, _ in _COLUMNS]
+    widths = [
+        min(cap, max(len(heads[k]), *(len(r[k]) for r in rows)))
+        for k, (_, cap) in enumerate(_COLUMNS[:-1])
+    ]
+    widths.append(max(len(heads[-1]), width - sum(widths) - 2 * (len(widths))))
+    lines = []
+    for r in [tuple(heads), *rows]:
+        cells = [_cut(v, w).ljust(w) for v, w in zip(r, widths, strict=True)]
+        lines.append(_cut("  ".join(cells).rstrip(), width))
+    ongoing = sum(1 for i in items if i.ongoing)
+    lines += ["", f"{len(items)} incidents, {ongoing} ongoing"]
+    return "\n".join(lines) + "\n"
+
+
 def run_incidents(args: argparse.Namespace) -> int:
     """`lifeline incidents`: what was blocked where, how, from when to when."""
+    now = time.time()
+    since: str | None = None
+    if args.since is not None:
+        try:
+            since = resolve_time(args.since, now=now)
+        except ValueError as exc:
+            print(f"lifeline: error: --since: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     resolved = resolve_data(args)
     if resolved is None:
         return EXIT_USAGE
@@ -138,14 +223,50 @@ def run_incidents(args: argparse.Namespace) -> int:
         return EXIT_FOUND
     try:
         seen = {(r.service, r.target, r.vantage): r.time for r in store.latest()}
-        items = incidents(store.changes(), last_measured=seen)
+        changes = store.changes()  # all: an incident's first periods may end before --since
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_FOUND
     finally:
         store.close()
+    since_t = None if since is None else parse_rfc3339(since)
+    if args.by == "target":
+        return _by_target(args, changes, seen, now, since_t)
+    items = select_incidents(
+        build_incidents(changes, last_measured=seen),
+        services=args.service,
+        vantages=args.vantage,
+        since=since_t,
+        ongoing=args.ongoing,
+    )
     if args.format == "json":
-        doc = {"schema": INCIDENTS_SCHEMA, "incidents": [i.to_dict() for i in items]}
+        doc = {"schema": INCIDENTS_SCHEMA, "incidents": [i.to_dict(now) for i in items]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(incident_table(items, now=now))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _by_target(
+    args: argparse.Namespace,
+    changes: Sequence[VerdictChange],
+    seen: Mapping[tuple[str, str, str], str],
+    now: float,
+    since: float | None,
+) -> int:
+    """``--by target``: one row per non-ok period of each (service, target, vantage)."""
+    mine = [
+        c
+        for c in changes
+        if (not args.service or c.service in args.service)
+        and (not args.vantage or c.vantage in args.vantage)
+        and (not args.ongoing or c.until is None)
+        and (since is None or c.until is None or parse_rfc3339(c.until) >= since)
+    ]
+    items = incidents(mine, now=now, last_measured=seen)
+    if args.format == "json":
+        doc = {"schema": TARGET_PERIODS_SCHEMA, "incidents": [i.to_dict() for i in items]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(_incident_table(items))

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from jinja2.ext import Extension
 
+from exporter.page.now import now_lines
 from exporter.page.source import ChangeRow
 from exporter.page.timeline import Band, Timelines, timelines
 from exporter.page.view import (
@@ -425,6 +426,7 @@ def render_page(
             else ""
         ),
         overview=head,
+        now_lines=now_lines(typed, changes, now),
         heads=[vantage_head(v, now) for v in board.vantages],
         columns=len(board.vantages) + 1,
         services=[service_rows(board, s, now) for s in services],

@@ -44,7 +44,6 @@ class ChangeRow(Protocol):
     def reason(self) -> str: ...
 
 
-
 # --- verdicts: how each one looks (the single table the page and page.js use) ----
 
 

@@ -210,6 +210,8 @@
     up.textContent = updated.toISOString().slice(0, 19).replace("T", " ") + " UTC";
     if (changed.length) {
       changed.forEach(function (c) { addChange(c.r, c.before, now); });
+      var stale = document.getElementById("now-stale");  // the "Now" list is drawn by the server
+      if (stale) stale.hidden = false;
       say(changed.length + " changed: " + changed.slice(0, 5).map(function (c) {
         return c.r.service + " at " + c.r.vantage + " now " + look(c.r.verdict).label;
       }).join("; "));
