@@ -48,6 +48,7 @@ __all__ = [
     "PeriodRow",
     "build_incidents",
     "format_duration",
+    "incident_group",
     "rank",
     "select_incidents",
 ]
@@ -201,13 +202,21 @@ class _Span:
     reason: str
 
 
+def incident_group(verdict: str, service: str, vantage: str) -> tuple[str, str | None, str | None]:
+    """(verdict, service, vantage) of the incident a verdict belongs to: a down
+    vantage is one incident for the vantage (service None), an outage one for the
+    service (vantage None), anything else one per (service, vantage). The one rule
+    (serve's incident log lines, ``exporter/transitions.py``, group by it too)."""
+    if verdict == Verdict.VANTAGE_DOWN:
+        return (verdict, None, vantage)
+    if verdict == Verdict.SERVICE_DOWN:
+        return (verdict, service, None)
+    return (verdict, service, vantage)
+
+
 def _group(p: PeriodRow) -> tuple[str, str | None, str | None]:
     """(verdict, service, vantage) of the incident a period belongs to."""
-    if p.verdict == Verdict.VANTAGE_DOWN:
-        return (p.verdict, None, p.vantage)
-    if p.verdict == Verdict.SERVICE_DOWN:
-        return (p.verdict, p.service, None)
-    return (p.verdict, p.service, p.vantage)
+    return incident_group(p.verdict, p.service, p.vantage)
 
 
 def build_incidents(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from exporter import events
 from exporter.board import Entry
+from exporter.incidents import incident_group
 from exporter.schedule import Key
 from probes.classify import AGENT_UNREACHABLE
 from probes.model import Vantage, redact_url
@@ -35,11 +36,8 @@ def incident_key(service: str, vantage: str, verdict: str) -> IncidentKey | None
     """The incident a (service, vantage)'s verdict belongs to; None for ``ok``."""
     if verdict == Verdict.OK.value:
         return None
-    if verdict == Verdict.VANTAGE_DOWN.value:
-        return (None, vantage, verdict)
-    if verdict == Verdict.SERVICE_DOWN.value:
-        return (service, None, verdict)
-    return (service, vantage, verdict)
+    _, in_service, at_vantage = incident_group(verdict, service, vantage)
+    return (in_service, at_vantage, verdict)
 
 
 @dataclass(slots=True)
