@@ -379,7 +379,8 @@ def _fast_record(wire: bytes, ask: _Question) -> DNSQuery | None:
             rdatas.append(value)
     if at != len(wire):
         return None  # trailing bytes: dnspython refuses those
-    rcode = _RCODES[flags & 0xF]
+    rcode_number = flags & 0xF  # no OPT record here (ar == 0): no extended rcode bits
+    rcode = _RCODES[rcode_number]
     answers: list[DNSAnswer] = []
     name = _labels(asked)
     seen: set[tuple[bytes, ...]] = set()
@@ -404,7 +405,7 @@ def _fast_record(wire: bytes, ask: _Question) -> DNSQuery | None:
         failure = Failure.DNS_NO_ANSWER
     else:
         failure = None
-    return DNSQuery(ask.qtype, failure is None, failure, rcode, answers, 0.0)
+    return DNSQuery(ask.qtype, failure is None, failure, rcode, answers, 0.0, rcode_number)
 
 
 def _labels(question: bytes) -> tuple[bytes, ...]:
@@ -488,6 +489,7 @@ def _system_record(qtype: str, addresses: list[str], duration: float) -> DNSQuer
 
 def _record(response: dns.message.Message, host: str, qtype: str, duration: float) -> DNSQuery:
     """The query record of a reply: rcode, the CNAME chain, the addresses."""
+    rcode_number = int(response.rcode())
     rcode = dns.rcode.to_text(response.rcode())
     answers = _chain_answers(response, dns.name.from_text(host), qtype)
     if rcode != "NOERROR":
@@ -496,7 +498,7 @@ def _record(response: dns.message.Message, host: str, qtype: str, duration: floa
         failure = Failure.DNS_NO_ANSWER
     else:
         failure = None
-    return DNSQuery(qtype, failure is None, failure, rcode, answers, duration)
+    return DNSQuery(qtype, failure is None, failure, rcode, answers, duration, rcode_number)
 
 
 def _chain_answers(

@@ -59,6 +59,9 @@ class DNSQuery:
     rcode: str | None  # "NOERROR", "NXDOMAIN", ... None when no reply came
     answers: list[DNSAnswer] = field(default_factory=list)
     duration_s: float = 0.0
+    # the reply's rcode as a number (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, ...);
+    # None when no reply came, for the "system" resolver, and in records older than it
+    rcode_number: int | None = None
 
 
 @dataclass(slots=True)
