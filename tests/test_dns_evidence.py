@@ -7,17 +7,27 @@ never asked.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from probes.classify import classify
+from probes.config import parse_config
 from probes.deadline import Deadline
 from probes.dns import dns_stage
 from probes.failures import Failure
+from probes.fingerprints import FingerprintSet
 from probes.model import ResolverSpec, Target, Vantage
 from probes.net import StageContext, VantageNet
 from probes.records import DNSStage, Measurement, Result, Verdict
@@ -133,9 +143,169 @@ def test_a_record_without_the_new_fields_still_loads() -> None:
 
 def closed_udp_port() -> int:
     """A loopback UDP port nobody listens on (bound, then released)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+# --- DNS injection: a forged reply first, the real one after it ---------------------
+
+HOST = "blocked.lifeline.test"
+FORGED, REAL = "127.0.0.66", "127.0.0.1"
+
+
+class _Injector(asyncio.DatagramProtocol):
+    """A resolver with an injector on the path: for each A question, ``first`` at once
+    (from the resolver's own address and port, as an on-path forger spoofs it), then
+    ``then`` a little later. AAAA gets one honest empty reply. ``then`` None: one reply."""
+
+    def __init__(self, first: str | None, then: str | None, later_s: float = 0.05) -> None:
+        self.first, self.then, self.later_s = first, then, later_s
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: list[asyncio.TimerHandle] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def reply(self, query: dns.message.Message, address: str | None) -> bytes:
+        response = dns.message.make_response(query)
+        if address is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif query.question[0].rdtype == dns.rdatatype.A:
+            response.answer.append(dns.rrset.from_text(HOST + ".", 60, "IN", "A", address))
+        return response.to_wire()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        query = dns.message.from_wire(data)
+        if query.question[0].rdtype != dns.rdatatype.A:
+            self.transport.sendto(self.reply(query, REAL), addr)
+            return
+        self.transport.sendto(self.reply(query, self.first), addr)
+        if self.then is not None or self.first is None:
+            later = self.reply(query, self.then)
+            handle = asyncio.get_running_loop().call_later(
+                self.later_s, self.transport.sendto, later, addr
+            )
+            self.pending.append(handle)
+
+
+async def measure_dns(
+    first: str | None, then: str | None, *, window: float = 1.0, later_s: float = 0.05
+) -> DNSStage:
+    loop = asyncio.get_running_loop()
+    injector = _Injector(first, then, later_s)
+    transport, _ = await loop.create_datagram_endpoint(lambda: injector, local_addr=(LOOPBACK, 0))
+    net = VantageNet(
+        vantage(transport.get_extra_info("sockname")[1], dns_window=window), ca_file=None
+    )
+    try:
+        return await dns_stage(context(net, f"https://{HOST}/"))
+    finally:
+        await net.aclose()
+        for handle in injector.pending:
+            handle.cancel()
+        transport.close()
+
+
+def judge(dns: DNSStage, control: Measurement | None = None) -> tuple[Verdict, str]:
+    """The verdict of a dns:// measurement of HOST that saw ``dns``."""
+    m = Measurement(target=f"dns://{HOST}", vantage="v", time="2026-01-01T00:00:00Z", dns=dns)
+    j = classify(
+        m, control=control, canaries=(), fingerprints=FingerprintSet.build(), throttle_ratio=0.25
+    )
+    return j.verdict, j.reason
+
+
+async def test_a_forged_then_real_pair_is_recorded_and_judged_dns_injection(
+    validator: jsonschema.Draft202012Validator,
+) -> None:
+    rec = await measure_dns(FORGED, REAL)
+    a = next(q for q in rec.queries if q.qtype == "A")
+    assert [x.value for x in a.answers] == [FORGED]  # the stage uses the first, as a stub would
+    assert rec.addresses == [FORGED]
+    assert [[x.value for x in r.answers] for r in a.later_responses] == [[REAL]]
+    assert a.later_responses[0].rcode == "NOERROR" and a.later_responses[0].rcode_number == 0
+    assert a.later_responses[0].after_s > 0
+    assert a.injected and rec.injection
+    assert rec.listen_s is not None
+    record = record_of(rec)
+    assert validator.is_valid(record), [e.message for e in validator.iter_errors(record)]
+    again = Result.from_dict(json.loads(json.dumps(record))).measurement.record(DNSStage)
+    assert again == rec  # the later replies survive the log
+
+    verdict, reason = judge(rec)  # no control at all: the pair is the evidence
+    assert verdict == Verdict.DNS_BLOCKED
+    assert "injection" in reason and FORGED in reason and REAL in reason
+    assert reason.index(FORGED) < reason.index(REAL)
+
+
+async def test_a_forged_nxdomain_then_the_real_answer_is_injection() -> None:
+    rec = await measure_dns(None, REAL)
+    a = next(q for q in rec.queries if q.qtype == "A")
+    assert a.rcode_number == 3 and a.injected
+    verdict, reason = judge(rec)
+    assert verdict == Verdict.DNS_BLOCKED and "NXDOMAIN" in reason and REAL in reason
+
+
+async def test_the_same_answer_twice_is_recorded_but_not_injection() -> None:
+    rec = await measure_dns(REAL, REAL)
+    a = next(q for q in rec.queries if q.qtype == "A")
+    assert len(a.later_responses) == 1 and not a.injected and not rec.injection
+    assert judge(rec)[0] != Verdict.DNS_BLOCKED
+
+
+async def test_one_honest_reply_is_not_delayed_past_the_window_nor_counted_as_latency() -> None:
+    started = time.monotonic()
+    rec = await measure_dns(REAL, None, window=0.2)
+    elapsed = time.monotonic() - started
+    a = next(q for q in rec.queries if q.qtype == "A")
+    assert rec.ok and a.later_responses == [] and not rec.injection
+    assert rec.listen_s is not None and rec.listen_s <= 0.2 + 0.1
+    # the window is not DNS latency: the stage's duration ends when the answers were in
+    assert rec.duration_s + rec.listen_s <= elapsed
+    assert all(q.duration_s <= rec.duration_s for q in rec.queries)
+
+
+async def test_window_zero_turns_the_listening_off() -> None:
+    rec = await measure_dns(FORGED, REAL, window=0.0, later_s=0.0)
+    assert rec.listen_s is None and not rec.injection
+    assert all(q.later_responses == [] for q in rec.queries)
+
+
+async def test_no_listening_over_tcp() -> None:
+    server = await FakeDNS({HOST: [f"A {REAL}"]}).start()
+    spec = ResolverSpec("tcp", LOOPBACK, server.port)
+    net = VantageNet(Vantage("v", spec, dns_window=1.0), ca_file=None)
+    try:
+        rec = await dns_stage(context(net, f"dns://{HOST}"))
+    finally:
+        await net.aclose()
+        await server.close()
+    assert rec.ok and rec.listen_s is None and not rec.injection
+
+
+async def test_the_control_seeing_the_first_answer_makes_it_no_injection() -> None:
+    rec = await measure_dns(FORGED, REAL)
+    ctl_dns = DNSStage(True, None, 0.01, HOST, "udp://127.0.0.1:53", addresses=[FORGED])
+    control = Measurement(
+        target=f"dns://{HOST}", vantage="control", time="2026-01-01T00:00:00Z", dns=ctl_dns
+    )
+    verdict, reason = judge(rec, control)
+    assert verdict == Verdict.OK and "injection" not in reason
+
+
+def test_dns_window_in_the_config() -> None:
+    def config(window: str) -> str:
+        return (
+            "version: 1\nvantages:\n  - name: v\n    resolver: 127.0.0.1:5353\n"
+            f"    dns_window: {window}\nservices:\n  - name: s\n    targets: [dns://x.test]\n"
+        )
+
+    assert parse_config(config("500ms"), source="t").vantages[0].dns_window == 0.5
+    assert parse_config(config("0"), source="t").vantages[0].dns_window == 0.0
+    default = parse_config(config("0.3"), source="t").vantages[0].dns_window
+    assert default == Vantage("v", ResolverSpec("udp", LOOPBACK, 53)).dns_window == 0.3
+    with pytest.raises(Exception, match="dns_window"):
+        parse_config(config("1m"), source="t")
