@@ -147,6 +147,12 @@ class TLSStage:
     # bytes received from the server before the failure (tiny reads over
     # seconds are the mark of handshake throttling)
     bytes_received: int | None = None
+    # the certificates the server presented, leaf first, each DER in base64 (OONI's
+    # peer_certificates); at most MAX_CHAIN certificates and MAX_CHAIN_BYTES of DER
+    # (tls.py); on Python before 3.13 read through the ssl module's private twin of
+    # get_unverified_chain(), else the leaf alone. Empty after a failed handshake.
+    chain: list[str] = field(default_factory=list)
+    chain_truncated: bool = False  # the server presented more than the caps kept
 
 
 # --- HTTP --------------------------------------------------------------------

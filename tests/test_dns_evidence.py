@@ -8,8 +8,11 @@ never asked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
+import ssl
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +24,10 @@ import dns.rdatatype
 import dns.rrset
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from exporter.export.ooni import _ooni_tls
 from probes.classify import classify
 from probes.config import parse_config
 from probes.deadline import Deadline
@@ -30,8 +36,10 @@ from probes.failures import Failure
 from probes.fingerprints import FingerprintSet
 from probes.model import ResolverSpec, Target, Vantage
 from probes.net import StageContext, VantageNet
-from probes.records import DNSStage, Measurement, Result, Verdict
-from tests.fakes import LOOPBACK, FakeDNS
+from probes.records import DNSStage, Measurement, Result, TLSStage, Verdict
+from probes.tcp import tcp_stage
+from probes.tls import MAX_CHAIN, MAX_CHAIN_BYTES, peer_chain, tls_stage
+from tests.fakes import CA, LOOPBACK, FakeDNS, FakeWeb
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs" / "schema" / "measurement.schema.json"
 
@@ -309,3 +317,79 @@ def test_dns_window_in_the_config() -> None:
     assert default == Vantage("v", ResolverSpec("udp", LOOPBACK, 53)).dns_window == 0.3
     with pytest.raises(Exception, match="dns_window"):
         parse_config(config("1m"), source="t")
+
+
+# --- the peer's certificate chain -----------------------------------------------------
+
+
+async def tls_record(context_: ssl.SSLContext, ca_file: str) -> TLSStage:
+    """DNS, TCP and TLS to a fake web server on loopback serving ``context_``."""
+    resolver = await FakeDNS({HOST: [f"A {REAL}"]}).start()
+    web = await FakeWeb(ssl_context=context_).start()
+    net = VantageNet(vantage(resolver.port), ca_file=ca_file)
+    ctx = context(net, f"tls://{HOST}:{web.port}")
+    try:
+        ctx.measurement.dns = await dns_stage(ctx)
+        ctx.measurement.tcp = await tcp_stage(ctx)
+        return await tls_stage(ctx)
+    finally:
+        ctx.close()
+        await net.aclose()
+        await web.close()
+        await resolver.close()
+
+
+def served(tmp_path: Path) -> tuple[CA, ssl.SSLContext, Path, Path]:
+    """A CA, a server context with its leaf for HOST, the leaf's file, leaf + CA in one file."""
+    ca = CA.create(tmp_path)
+    server = ca.server_context(tmp_path, [HOST])
+    (leaf_file,) = tmp_path.glob("leaf-*.crt")
+    chain_file = tmp_path / "chain.crt"
+    chain_file.write_bytes(leaf_file.read_bytes() + ca.pem_path.read_bytes())
+    return ca, server, leaf_file, chain_file
+
+
+def pem_ders(path: Path) -> list[bytes]:
+    return [
+        c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(path.read_bytes())
+    ]
+
+
+async def test_tls_keeps_the_leaf_der_of_the_served_certificate(
+    tmp_path: Path, validator: jsonschema.Draft202012Validator
+) -> None:
+    ca, server, leaf_file, _ = served(tmp_path)
+    rec = await tls_record(server, str(ca.pem_path))
+    assert rec.ok and rec.chain and not rec.chain_truncated
+    assert base64.b64decode(rec.chain[0]) == pem_ders(leaf_file)[0]
+    m = Measurement(target="tls://x", vantage="v", time="2026-01-01T00:00:00Z", tls=rec)
+    record = Result(m, Verdict.OK, "test").to_dict()
+    assert validator.is_valid(record), [e.message for e in validator.iter_errors(record)]
+    assert Result.from_dict(json.loads(json.dumps(record))).measurement.record(TLSStage) == rec
+    ooni = _ooni_tls(rec, None, 0.0)[0]  # the OONI export's peer_certificates carry it
+    assert ooni["peer_certificates"][0] == {"format": "base64", "data": rec.chain[0]}
+
+
+async def test_tls_keeps_the_whole_chain_the_server_sends_leaf_first(tmp_path: Path) -> None:
+    ca, _, leaf_file, chain_file = served(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(chain_file, leaf_file.with_suffix(".key"))
+    server.set_alpn_protocols(["http/1.1"])
+    rec = await tls_record(server, str(ca.pem_path))
+    assert rec.ok
+    sent = pem_ders(chain_file)
+    if sys.version_info < (3, 13) and not hasattr(ssl.SSLObject, "get_unverified_chain"):
+        # 3.11/3.12 read the private twin; where it is missing only the leaf is kept
+        assert [base64.b64decode(c) for c in rec.chain][:1] == sent[:1]
+    if len(rec.chain) > 1 or sys.version_info >= (3, 13):
+        assert [base64.b64decode(c) for c in rec.chain] == sent
+
+
+def test_the_chain_is_bounded() -> None:
+    class Fake:
+        def get_unverified_chain(self) -> list[bytes]:
+            return [bytes([i]) * 10_000 for i in range(20)]
+
+    chain, truncated = peer_chain(Fake(), None)  # type: ignore[arg-type]
+    assert truncated and 0 < len(chain) <= MAX_CHAIN
+    assert sum(len(base64.b64decode(c)) for c in chain) <= MAX_CHAIN_BYTES
