@@ -147,6 +147,11 @@ def test_a_record_without_the_new_fields_still_loads() -> None:
     dns = m.record(DNSStage)
     assert dns is not None and dns.queries[0].rcode_number is None
     assert dns.queries[0].rcode == "NOERROR"
+    assert dns.queries[0].later_responses == [] and not dns.queries[0].injected
+    assert not dns.injection and dns.listen_s is None
+    tls = m.record(TLSStage)
+    assert tls is not None and tls.chain == [] and not tls.chain_truncated
+    assert judge(dns)[0] == Verdict.OK  # no injection read into a record without the evidence
 
 
 def closed_udp_port() -> int:
