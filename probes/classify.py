@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from probes.compare import content_difference, http_diff
+from probes.dnswindow import injected_pair, reply_text
 from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.observe import (
@@ -255,6 +256,33 @@ def _dns_fingerprint(case: Case) -> Judgement | None:
                 Verdict.DNS_BLOCKED,
                 f"DNS answered a known injected address, {name}{vs_control_answers(case)}.",
             )
+    return None
+
+
+def _dns_injection(case: Case) -> Judgement | None:
+    """Two different replies to one query, the first forged: on-path DNS injection.
+
+    It decides without a control (the pair is the evidence), unless the control
+    resolved the name to the very addresses of the first reply: then the first
+    was the site's own answer.
+    """
+    dns = case.obs.record(DNSStage)
+    if dns is None or dns.skipped:
+        return None
+    seen_by_control = (
+        addresses_of(case.control.record(DNSStage)) if case.control is not None else set()
+    )
+    for query in dns.queries:
+        real = injected_pair(query)
+        first = {normalize_address(a.value) for a in query.answers if a.rtype == query.qtype}
+        if real is None or (first and first <= seen_by_control):
+            continue
+        forged, true = reply_text(query.rcode, query.answers), reply_text(real.rcode, real.answers)
+        return Judgement(
+            Verdict.DNS_BLOCKED,
+            f"DNS injection: the {query.qtype} question got a forged reply ({forged}) first "
+            f"and the real one ({true}) {real.after_s:.3f} s later{vs_control_answers(case)}.",
+        )
     return None
 
 
@@ -568,6 +596,7 @@ _RULES: tuple[Callable[[Case], Judgement | None], ...] = (
     _agent_down,
     _vantage_down,
     _dns_fingerprint,
+    _dns_injection,
     _http_fingerprint,
     _measurement_error,
     _shared_failure,

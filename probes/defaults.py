@@ -12,6 +12,7 @@ __all__ = [
     "BODY_PROPORTION",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DATA_DIR",
+    "DEFAULT_DNS_WINDOW_S",
     "DEFAULT_INTERVAL_S",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PER_VANTAGE",
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_THROTTLE_RATIO",
     "DEFAULT_TIMEOUT_S",
     "MAX_BODY_BYTES_LIMIT",
+    "MAX_DNS_WINDOW_S",
     "TITLE_WORD_MIN",
 ]
 
@@ -45,6 +47,13 @@ DEFAULT_RETENTION_S = 30 * 86400.0
 #: not starve the other vantages).
 DEFAULT_CONCURRENCY = 64
 DEFAULT_PER_VANTAGE = 24
+#: ``vantages[].dns_window``: how long the DNS stage keeps listening after a UDP
+#: question's first reply for further replies to it (DNS injection: the forged
+#: reply comes first, the real one after it), seconds; 0 turns it off. Bounded
+#: by the measurement's deadline; not counted in the DNS stage's duration_s.
+DEFAULT_DNS_WINDOW_S = 0.3
+#: The largest ``dns_window`` a config may ask for.
+MAX_DNS_WINDOW_S = 5.0
 
 # --- judging ------------------------------------------------------------------------------------
 

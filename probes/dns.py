@@ -17,6 +17,7 @@ import secrets
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dns.asyncquery
@@ -31,6 +32,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from probes.deadline import Deadline
+from probes.dnswindow import Listening, injected_pair
 from probes.errors import NotMeasurable, StageError, mapped
 from probes.evidence import DNSAnswer, DNSQuery, DNSStage
 from probes.failures import Failure
@@ -62,17 +64,33 @@ async def dns_stage(ctx: StageContext) -> DNSStage:
     if ctx.target.host_is_ip:
         return DNSStage(True, None, 0.0, host, str(spec), addresses=[host], skipped=True)
     started = time.monotonic()
-    queries = await _ask_both(ctx.net, spec, host, ctx.deadline)
+    window = ctx.vantage.dns_window
+    listening = Listening(window, ctx.deadline) if spec.kind == "udp" and window > 0 else None
+    try:
+        queries = await _ask_both(ctx.net, spec, host, ctx.deadline, listening)
+        answered = time.monotonic()
+        listen_s = None
+        if listening is not None and listening.listening:
+            later = await listening.collect()
+            listen_s = time.monotonic() - answered
+            for q in queries:
+                q.later_responses = later.get(q.qtype, [])
+                q.injected = injected_pair(q) is not None
+    finally:
+        if listening is not None:
+            await listening.aclose()
     addresses = _addresses(queries)
     failure = None if addresses else _stage_failure(queries)
     return DNSStage(
         ok=bool(addresses),
         failure=failure,
-        duration_s=time.monotonic() - started,
+        duration_s=answered - started,  # until the answers were in: the window is not latency
         name=host,
         resolver=str(spec),
         addresses=addresses,
         queries=queries,
+        injection=any(q.injected for q in queries),
+        listen_s=listen_s,
     )
 
 
@@ -91,12 +109,22 @@ async def resolve_addresses(net: VantageNet, host: str, deadline: Deadline) -> l
 
 
 async def _ask_both(
-    net: VantageNet, spec: ResolverSpec, host: str, deadline: Deadline
+    net: VantageNet,
+    spec: ResolverSpec,
+    host: str,
+    deadline: Deadline,
+    listening: Listening | None = None,
 ) -> list[DNSQuery]:
-    """A and AAAA concurrently; the slower one gets a short grace once the other answered."""
+    """A and AAAA concurrently; the slower one gets a short grace once the other answered.
+
+    With ``listening``, each UDP question's socket stays open after its first
+    reply (the caller collects what else arrives); the questions still end at
+    their first reply, so the grace and the durations mean what they did.
+    """
     started = time.monotonic()
     tasks = [
-        asyncio.create_task(_query(net, spec, host, qtype, deadline)) for qtype in ("A", "AAAA")
+        asyncio.create_task(_query(net, spec, host, qtype, deadline, listening))
+        for qtype in ("A", "AAAA")
     ]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -121,7 +149,12 @@ def _finished(task: asyncio.Task[DNSQuery], qtype: str, waited: float) -> DNSQue
 
 
 async def _query(
-    net: VantageNet, spec: ResolverSpec, host: str, qtype: str, deadline: Deadline
+    net: VantageNet,
+    spec: ResolverSpec,
+    host: str,
+    qtype: str,
+    deadline: Deadline,
+    listening: Listening | None = None,
 ) -> DNSQuery:
     started = time.monotonic()
     try:
@@ -130,7 +163,7 @@ async def _query(
                 answers = await _system_lookup(host, qtype, deadline)
                 return _system_record(qtype, answers, time.monotonic() - started)
             ask = _Question.make(host, qtype)
-            response = await _exchange(net, spec, ask, deadline)
+            response = await _exchange(net, spec, ask, deadline, listening)
     except StageError as exc:
         return DNSQuery(qtype, False, exc.failure, None, duration_s=time.monotonic() - started)
     if isinstance(response, DNSQuery):  # read straight from the wire (_fast_record)
@@ -140,12 +173,16 @@ async def _query(
 
 
 async def _exchange(
-    net: VantageNet, spec: ResolverSpec, ask: _Question, deadline: Deadline
+    net: VantageNet,
+    spec: ResolverSpec,
+    ask: _Question,
+    deadline: Deadline,
+    listening: Listening | None = None,
 ) -> dns.message.Message | DNSQuery:
     """One question to the configured resolver, by its transport."""
     source = net.vantage.source_address
     if spec.kind == "udp":
-        return await _udp(spec, ask, source, deadline)
+        return await _udp(spec, ask, source, deadline, listening)
     query = ask.message()
     if spec.kind == "tcp":
         return await dns.asyncquery.tcp(
@@ -167,7 +204,11 @@ async def _exchange(
 
 
 async def _udp(
-    spec: ResolverSpec, ask: _Question, source: str | None, deadline: Deadline
+    spec: ResolverSpec,
+    ask: _Question,
+    source: str | None,
+    deadline: Deadline,
+    listening: Listening | None = None,
 ) -> dns.message.Message | DNSQuery:
     """UDP with retransmission inside the budget; TCP when the answer is truncated."""
     wait = UDP_FIRST_TRY_S
@@ -176,7 +217,7 @@ async def _udp(
         if remaining <= 0:
             raise StageError(Failure.TIMEOUT, "no answer from the resolver")
         try:
-            return await _udp_try(spec, ask, source, min(wait, remaining))
+            return await _udp_try(spec, ask, source, min(wait, remaining), listening)
         except dns.message.Truncated:
             return await dns.asyncquery.tcp(
                 ask.message(), spec.host, timeout=deadline.remaining(), port=spec.port,
@@ -191,6 +232,7 @@ async def _udp_try(
     ask: _Question,
     source: str | None,
     window: float,
+    listening: Listening | None = None,
 ) -> dns.message.Message | DNSQuery:
     """One datagram out, then the first reply that answers it (TimeoutError after ``window``).
 
@@ -203,10 +245,15 @@ async def _udp_try(
     A plain non-blocking socket on the loop, not dnspython's async path: that
     one builds a datagram endpoint and its transport per query, several times
     the cost of the exchange itself (docs/performance.md).
+
+    With ``listening``, the socket outlives the first reply: it is handed over
+    to listen for further replies to the same question (dnswindow.py).
     """
     loop = asyncio.get_running_loop()
     destination = (spec.host, spec.port)
-    with socket.socket(dns.inet.af_for_address(spec.host), socket.SOCK_DGRAM) as sock:
+    sock = socket.socket(dns.inet.af_for_address(spec.host), socket.SOCK_DGRAM)
+    kept = False
+    try:
         sock.setblocking(False)
         if source:
             sock.bind((source, 0))
@@ -218,12 +265,38 @@ async def _udp_try(
                     continue
                 if len(datagram) < 2 or int.from_bytes(datagram[:2], "big") != ask.id:
                     continue  # another exchange's, or a guess: never ours, whatever it holds
-                fast = _fast_record(datagram, ask)
-                if fast is not None:
-                    return fast
-                reply = _parse_reply(datagram, ask.message())
+                reply: dns.message.Message | DNSQuery | None = _fast_record(datagram, ask)
+                if reply is None:
+                    reply = _parse_reply(datagram, ask.message())
                 if reply is not None:
+                    if listening is not None:
+                        kept = listening.keep(ask.qtype, sock, _later_reader(ask, destination))
                     return reply
+    finally:
+        if not kept:
+            sock.close()
+
+
+def _later_reader(
+    ask: _Question, destination: tuple[str, int]
+) -> Callable[[bytes, object], DNSQuery | None]:
+    """How a later datagram is read: as the first was, skipping what is not a reply to ``ask``."""
+
+    def read(datagram: bytes, sender: object) -> DNSQuery | None:
+        if not _same_endpoint(sender, destination):
+            return None
+        if len(datagram) < 2 or int.from_bytes(datagram[:2], "big") != ask.id:
+            return None
+        fast = _fast_record(datagram, ask)
+        if fast is not None:
+            return fast
+        try:
+            reply = _parse_reply(datagram, ask.message())
+        except (StageError, dns.message.Truncated):
+            return None  # broken or truncated: nothing to compare
+        return _record(reply, ask.host, ask.qtype, 0.0) if reply is not None else None
+
+    return read
 
 
 #: Labels the fast path writes by hand: lower-case letters, digits, "-" and "_".
@@ -379,7 +452,8 @@ def _fast_record(wire: bytes, ask: _Question) -> DNSQuery | None:
             rdatas.append(value)
     if at != len(wire):
         return None  # trailing bytes: dnspython refuses those
-    rcode = _RCODES[flags & 0xF]
+    rcode_number = flags & 0xF  # no OPT record here (ar == 0): no extended rcode bits
+    rcode = _RCODES[rcode_number]
     answers: list[DNSAnswer] = []
     name = _labels(asked)
     seen: set[tuple[bytes, ...]] = set()
@@ -404,7 +478,7 @@ def _fast_record(wire: bytes, ask: _Question) -> DNSQuery | None:
         failure = Failure.DNS_NO_ANSWER
     else:
         failure = None
-    return DNSQuery(ask.qtype, failure is None, failure, rcode, answers, 0.0)
+    return DNSQuery(ask.qtype, failure is None, failure, rcode, answers, 0.0, rcode_number)
 
 
 def _labels(question: bytes) -> tuple[bytes, ...]:
@@ -488,6 +562,7 @@ def _system_record(qtype: str, addresses: list[str], duration: float) -> DNSQuer
 
 def _record(response: dns.message.Message, host: str, qtype: str, duration: float) -> DNSQuery:
     """The query record of a reply: rcode, the CNAME chain, the addresses."""
+    rcode_number = int(response.rcode())
     rcode = dns.rcode.to_text(response.rcode())
     answers = _chain_answers(response, dns.name.from_text(host), qtype)
     if rcode != "NOERROR":
@@ -496,7 +571,7 @@ def _record(response: dns.message.Message, host: str, qtype: str, duration: floa
         failure = Failure.DNS_NO_ANSWER
     else:
         failure = None
-    return DNSQuery(qtype, failure is None, failure, rcode, answers, duration)
+    return DNSQuery(qtype, failure is None, failure, rcode, answers, duration, rcode_number)
 
 
 def _chain_answers(

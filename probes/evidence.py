@@ -15,6 +15,7 @@ from typing import Protocol
 __all__ = [
     "DNSAnswer",
     "DNSQuery",
+    "DNSResponse",
     "DNSStage",
     "HTTPHop",
     "HTTPStage",
@@ -50,6 +51,16 @@ class DNSAnswer:
 
 
 @dataclass(slots=True)
+class DNSResponse:
+    """A further reply to a query, received after its first one (the listening window)."""
+
+    rcode: str | None
+    rcode_number: int | None = None
+    answers: list[DNSAnswer] = field(default_factory=list)
+    after_s: float = 0.0  # seconds after the query's first reply arrived
+
+
+@dataclass(slots=True)
 class DNSQuery:
     """One question (A or AAAA) to the vantage's resolver."""
 
@@ -59,6 +70,15 @@ class DNSQuery:
     rcode: str | None  # "NOERROR", "NXDOMAIN", ... None when no reply came
     answers: list[DNSAnswer] = field(default_factory=list)
     duration_s: float = 0.0
+    # the reply's rcode as a number (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, ...);
+    # None when no reply came, for the "system" resolver, and in records older than it
+    rcode_number: int | None = None
+    # every further reply for this query's ID that arrived on the same socket within
+    # the window after the first (UDP only; docs/data.md), in arrival order, bounded
+    later_responses: list[DNSResponse] = field(default_factory=list)
+    # a later reply's answers (or rcode) differ from the first's: on-path injection
+    # (the forged answer arrives first, the real one after it)
+    injected: bool = False
 
 
 @dataclass(slots=True)
@@ -71,6 +91,10 @@ class DNSStage:
     addresses: list[str] = field(default_factory=list)  # A then AAAA, de-duplicated, in order
     queries: list[DNSQuery] = field(default_factory=list)
     skipped: bool = False  # True for IP-literal hosts: addresses came from the URL
+    injection: bool = False  # some query was injected (DNSQuery.injected)
+    # how long the stage kept listening for further replies after its answers were in
+    # (not part of duration_s); None when it did not listen (not UDP, window 0, no reply)
+    listen_s: float | None = None
 
 
 # --- TCP ---------------------------------------------------------------------
@@ -123,6 +147,12 @@ class TLSStage:
     # bytes received from the server before the failure (tiny reads over
     # seconds are the mark of handshake throttling)
     bytes_received: int | None = None
+    # the certificates the server presented, leaf first, each DER in base64 (OONI's
+    # peer_certificates); at most MAX_CHAIN certificates and MAX_CHAIN_BYTES of DER
+    # (tls.py); on Python before 3.13 read through the ssl module's private twin of
+    # get_unverified_chain(), else the leaf alone. Empty after a failed handshake.
+    chain: list[str] = field(default_factory=list)
+    chain_truncated: bool = False  # the server presented more than the caps kept
 
 
 # --- HTTP --------------------------------------------------------------------

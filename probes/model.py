@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from probes.defaults import (
     DEFAULT_DATA_DIR,
+    DEFAULT_DNS_WINDOW_S,
     DEFAULT_INTERVAL_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RETENTION_S,
@@ -199,6 +200,8 @@ class Vantage:
     country: str | None = None
     timezone: str | None = None
     agent: Agent | None = None  # measured by a remote agent (docs/agents.md), not from here
+    # seconds the DNS stage listens for further UDP replies after the first (0: off)
+    dns_window: float = DEFAULT_DNS_WINDOW_S
 
 
 @dataclass(frozen=True, slots=True)

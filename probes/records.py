@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 from probes.evidence import (
     DNSAnswer,
     DNSQuery,
+    DNSResponse,
     DNSStage,
     HTTPHop,
     HTTPStage,
@@ -42,6 +43,7 @@ __all__ = [
     "SCHEMA",
     "DNSAnswer",
     "DNSQuery",
+    "DNSResponse",
     "DNSStage",
     "EncodedRecord",
     "HTTPHop",

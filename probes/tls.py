@@ -10,12 +10,13 @@ sees a browser's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
 import ssl
 import time
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -33,6 +34,11 @@ MAX_SAN = 32
 #: Certificates whose parsed record is remembered, and the largest one that may be.
 _MEMO_SIZE = 512
 _MEMO_MAX_DER = 8192
+#: The peer's chain as kept in the record: at most this many certificates, this much DER.
+MAX_CHAIN = 8
+MAX_CHAIN_BYTES = 32_768
+#: ``_ssl.ENCODING_DER``: what the private chain's certificates are written in.
+_ENCODING_DER = 2
 #: Bytes a parked connection may buffer before HTTP takes it over.
 _PARK_LIMIT = 65_536
 
@@ -122,6 +128,7 @@ def _success(
     assert isinstance(tls, ssl.SSLObject)
     cipher = tls.cipher()
     der = tls.getpeercert(binary_form=True)
+    chain, truncated = peer_chain(tls, der)
     return TLSStage(
         ok=True,
         failure=None,
@@ -133,7 +140,40 @@ def _success(
         alpn=tls.selected_alpn_protocol(),
         certificate=certificate_record(der) if der else None,
         bytes_received=received,
+        chain=chain,
+        chain_truncated=truncated,
     )
+
+
+def peer_chain(tls: ssl.SSLObject, leaf: bytes | None) -> tuple[list[str], bool]:
+    """The certificates the peer sent, leaf first, base64 DER, bounded; and whether cut.
+
+    Python 3.13 has ``SSLObject.get_unverified_chain()`` (DER bytes); 3.10 to
+    3.12 have the same call, private, on the object inside (certificate
+    objects, written out as DER). Where neither answers, the leaf alone.
+    """
+    ders = _unverified_chain(tls) or ([leaf] if leaf else [])
+    kept: list[str] = []
+    size = 0
+    for der in ders:
+        if len(kept) >= MAX_CHAIN or size + len(der) > MAX_CHAIN_BYTES:
+            return kept, True
+        kept.append(base64.b64encode(der).decode("ascii"))
+        size += len(der)
+    return kept, False
+
+
+def _unverified_chain(tls: ssl.SSLObject) -> list[bytes]:
+    getter: Any = getattr(tls, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
+    if getter is None:
+        return []
+    try:
+        certs = getter() or []
+        return [c if isinstance(c, bytes) else bytes(c.public_bytes(_ENCODING_DER)) for c in certs]
+    except (ssl.SSLError, ValueError, TypeError, AttributeError):
+        return []
 
 
 def certificate_record(der: bytes) -> TLSCertificate:

@@ -136,7 +136,7 @@ def _ooni_tls(tls: TLSStage | None, tcp: TCPStage | None, start: float) -> list[
             "cipher_suite": tls.cipher,
             "negotiated_protocol": tls.alpn,
             "failure": tls.failure,
-            "peer_certificates": [],  # we keep the leaf's names and hash, not its DER
+            "peer_certificates": [{"format": "base64", "data": der} for der in tls.chain],
             "lifeline_certificate": dataclasses.asdict(cert) if cert is not None else None,
             "t0": start,
             "t": start + float(tls.duration_s or 0.0),

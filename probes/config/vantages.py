@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from probes.config.fields import (
     check_unique_names,
@@ -22,14 +22,16 @@ from probes.config.proxies import read_proxy
 from probes.config.reader import Reader
 from probes.config.resolvers import read_resolver
 from probes.config.yamlload import is_null
+from probes.defaults import MAX_DNS_WINDOW_S
 from probes.model import Agent, ResolverSpec, Vantage
 
 _VANTAGE_KEYS = (
     "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
+    "dns_window",
 )  # fmt: skip
 _AGENT_KEYS = ("url", "vantage", "username", "password", "ca_file")
 #: What a vantage measured by a remote agent cannot have: the agent's own config has them.
-_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address")
+_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address", "dns_window")
 
 
 def read_vantages(r: Reader, node: Node | None, root: Node) -> tuple[Vantage, ...] | None:
@@ -72,6 +74,7 @@ def _read_vantage(r: Reader, node: Node, path: str) -> Vantage | None:
         ("source_address", lambda n, p: read_ip(r, n, p)),
         ("country", lambda n, p: _read_country(r, n, p)),
         ("timezone", lambda n, p: _read_timezone(r, n, p)),
+        ("dns_window", lambda n, p: _read_dns_window(r, n, p)),
     ):
         if not is_null(fields.get(key)):
             values[key] = read(fields[key], f"{path}.{key}")
@@ -164,6 +167,25 @@ def _read_agent_url(r: Reader, node: Node, path: str) -> str | None:
         r.error(path, f"{redact_userinfo(text.shown)}: {problem}", node)
         return None
     return scheme.lower() + "://" + rest
+
+
+def _read_dns_window(r: Reader, node: Node, path: str) -> float | None:
+    """A duration from 0 (off) to MAX_DNS_WINDOW_S: ``300ms``, ``0.5``, ``0``."""
+    if isinstance(node, ScalarNode) and node.value.strip() in ("0", "0s", "0ms", "0.0"):
+        return 0.0
+    seconds = r.duration(node, path)
+    if seconds is None:
+        return None
+    if seconds > MAX_DNS_WINDOW_S:
+        r.error(
+            path,
+            f"{seconds:g}s is too long: a forged and a real DNS reply arrive within "
+            f"a fraction of a second of each other (at most {MAX_DNS_WINDOW_S:g}s; 0 turns "
+            "the listening off)",
+            node,
+        )
+        return None
+    return seconds
 
 
 def _read_country(r: Reader, node: Node, path: str) -> str | None:
