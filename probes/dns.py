@@ -68,20 +68,14 @@ async def dns_stage(ctx: StageContext) -> DNSStage:
     listening = Listening(window, ctx.deadline) if spec.kind == "udp" and window > 0 else None
     try:
         queries = await _ask_both(ctx.net, spec, host, ctx.deadline, listening)
-        answered = time.monotonic()
-        listen_s = None
-        if listening is not None and listening.listening:
-            later = await listening.collect()
-            listen_s = time.monotonic() - answered
-            for q in queries:
-                q.later_responses = later.get(q.qtype, [])
-                q.injected = injected_pair(q) is not None
-    finally:
+    except BaseException:
         if listening is not None:
             await listening.aclose()
+        raise
+    answered = time.monotonic()
     addresses = _addresses(queries)
     failure = None if addresses else _stage_failure(queries)
-    return DNSStage(
+    record = DNSStage(
         ok=bool(addresses),
         failure=failure,
         duration_s=answered - started,  # until the answers were in: the window is not latency
@@ -89,9 +83,34 @@ async def dns_stage(ctx: StageContext) -> DNSStage:
         resolver=str(spec),
         addresses=addresses,
         queries=queries,
-        injection=any(q.injected for q in queries),
-        listen_s=listen_s,
     )
+    if listening is not None:
+        if listening.listening:  # later replies are evidence: TCP, TLS, HTTP go on meanwhile
+            ctx.pending.append(_Window(record, listening, answered))
+        else:
+            await listening.aclose()
+    return record
+
+
+class _Window:
+    """A DNS stage's listening window, finished once the later stages are done."""
+
+    def __init__(self, record: DNSStage, listening: Listening, answered: float) -> None:
+        self.record, self.listening, self.answered = record, listening, answered
+
+    async def finish(self) -> None:
+        try:
+            later = await self.listening.collect()
+            self.record.listen_s = time.monotonic() - self.answered
+            for q in self.record.queries:
+                q.later_responses = later.get(q.qtype, [])
+                q.injected = injected_pair(q) is not None
+            self.record.injection = any(q.injected for q in self.record.queries)
+        finally:
+            await self.listening.aclose()
+
+    async def aclose(self) -> None:
+        await self.listening.aclose()
 
 
 async def resolve_addresses(net: VantageNet, host: str, deadline: Deadline) -> list[str]:

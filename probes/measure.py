@@ -50,12 +50,15 @@ async def measure(
     )
     try:
         await _run_stages(ctx, _normalized_stop(stop_addresses))
+        ctx.close()
+        await ctx.settle()  # evidence the stages left collecting (a DNS window)
     except NotMeasurable as exc:
         measurement.error = unknown(str(exc))
     except Exception as exc:  # a bug of ours must not take the runner down
         measurement.error = unknown(f"{type(exc).__name__}: {exc}")
     finally:
         ctx.close()
+        await ctx.abandon()
     measurement.duration_s = time.monotonic() - started
     return measurement
 

@@ -20,7 +20,7 @@ import functools
 import os
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyType
@@ -126,6 +126,16 @@ class StageRecords(Protocol):
     def record(self, kind: type[_R]) -> _R | None: ...
 
 
+class Pending(Protocol):
+    """Evidence a stage goes on collecting while the next stages run."""
+
+    async def finish(self) -> None:
+        """Wait for the rest and write it into the stage's record."""
+
+    async def aclose(self) -> None:
+        """Stop collecting now (the measurement was cut short)."""
+
+
 @dataclass(slots=True)
 class StageContext:
     """What one measurement carries from stage to stage."""
@@ -137,6 +147,10 @@ class StageContext:
     measurement: StageRecords
     max_body_bytes: int
     connection: OpenConnection | None = None
+    #: Evidence still arriving after its stage returned (a DNS listening window):
+    #: the later stages run meanwhile; :func:`probes.measure.measure` waits for it
+    #: once they are done, or closes it when the measurement is cut short.
+    pending: list[Pending] = field(default_factory=list)
 
     def take_connection(self) -> OpenConnection | None:
         """Hand the open connection over (the taker owns it from now on)."""
@@ -147,6 +161,18 @@ class StageContext:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+
+    async def settle(self) -> None:
+        """Wait for every pending piece of evidence (each writes its record)."""
+        while self.pending:
+            await self.pending[0].finish()
+            self.pending.pop(0)
+
+    async def abandon(self) -> None:
+        """Close what is still pending (after a failure or a cancellation)."""
+        pending, self.pending = self.pending, []
+        for p in pending:
+            await p.aclose()
 
 
 class VantageNet:

@@ -213,9 +213,13 @@ async def measure_dns(
     net = VantageNet(
         vantage(transport.get_extra_info("sockname")[1], dns_window=window), ca_file=None
     )
+    ctx = context(net, f"https://{HOST}/")
     try:
-        return await dns_stage(context(net, f"https://{HOST}/"))
+        rec = await dns_stage(ctx)
+        await ctx.settle()  # what measure() does once the later stages are done
+        return rec
     finally:
+        await ctx.abandon()
         await net.aclose()
         for handle in injector.pending:
             handle.cancel()
