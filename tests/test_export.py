@@ -550,3 +550,29 @@ def test_resolve_time() -> None:
     assert parse_time(resolve_time("now", now=now)) == now
     with pytest.raises(ValueError, match="RFC 3339"):
         resolve_time("yesterday")
+
+
+def test_filters_that_match_nothing_say_so(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "export", "--data-dir", str(data), "--service", "nosuch")
+    assert code == 0 and out == ""
+    assert "--service 'nosuch': not in the store (it has: chat, news)" in err
+    assert "0 measurements match" in err
+    code, out, err = _run(capsys, "export", "--data-dir", str(data), "--since", "1h")
+    assert code == 0 and out == "" and "0 measurements match" in err
+    code, out, err = _run(capsys, "export", "--data-dir", str(data), "--vantage", "kz")
+    assert code == 0 and out and err == ""  # a filter that matches: nothing on stderr
+
+
+def test_export_refuses_since_after_until(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("export", "--data-dir", str(data), "--since", iso(T0 + 60), "--until", iso(T0))
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == "" and "--since" in err and "--until" in err
+
+
+def test_incidents_name_a_filter_that_matches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _timeline(tmp_path)
+    code, out, err = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--vantage", "xx")
+    assert code == 0 and "no incidents" in out
+    assert "--vantage 'xx': not in the store (it has: ir, kz)" in err

@@ -20,6 +20,7 @@ from exporter.export.common import (
     open_existing,
     resolve_data,
     resolve_time,
+    unmatched_filters,
 )
 from exporter.export.formats import FORMATS, ExportOptions
 from exporter.store import Store, StoreError
@@ -70,12 +71,17 @@ def run_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if since is not None and until is not None and since >= until:
+        print(f"lifeline: --since {since} is not before --until {until}", file=sys.stderr)
+        return EXIT_USAGE
     store = open_existing(directory)
     if store is None:
         return EXIT_FOUND
     countries = {v.name: v.country for v in config.vantages if v.country} if config else {}
     try:
-        export(
+        for problem in unmatched_filters(store, args.service or (), args.vantage or ()):
+            print(f"lifeline: {problem}", file=sys.stderr)
+        count = export(
             store,
             sys.stdout,
             fmt=args.format,
@@ -86,6 +92,8 @@ def run_export(args: argparse.Namespace) -> int:
             countries=countries,
         )
         sys.stdout.flush()
+        if count == 0:
+            print("lifeline: 0 measurements match", file=sys.stderr)
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_FOUND
