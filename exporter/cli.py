@@ -142,6 +142,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c", "--config", default=None, metavar="FILE", help="config for fingerprints and ratio"
     )
+    p.add_argument(
+        "--format",
+        choices=("text", "jsonl"),
+        default="text",
+        help="text: the changes and a summary; jsonl: every record as judged again on stdout "
+        "(the changes and the summary on stderr)",
+    )
 
     p = sub.add_parser("incidents", help="incidents: what was blocked where, how, when")
     p.add_argument("--data-dir", default=None, metavar="D")

@@ -334,6 +334,24 @@ def test_classify_reports_what_new_rules_change(
     assert lines[-1] == f"{len(results)} records, 4 changed"
 
 
+def test_classify_jsonl_prints_the_records_judged_again(
+    recorded_log: tuple[Path, list[Result]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, results = recorded_log
+    config = _config(tmp_path, extra="fingerprints:\n  dns_addresses: [127.0.0.9]\n")
+    code, out, err = _run(capsys, "classify", "-c", str(config), "--format", "jsonl", str(path))
+    assert code == 1
+    again = [Result.from_dict(json.loads(line)) for line in out.splitlines()]
+    assert [a.measurement for a in again] == [r.measurement for r in results]
+    assert [a.control for a in again] == [r.control for r in results]
+    now_dns = [
+        i for i, (a, r) in enumerate(zip(again, results, strict=True)) if a.verdict != r.verdict
+    ]
+    assert len(now_dns) == 4 and all(again[i].verdict is Verdict.DNS_BLOCKED for i in now_dns)
+    assert all("127.0.0.9" in again[i].reason for i in now_dns)
+    assert err.strip().splitlines()[-1] == f"{len(results)} records, 4 changed"
+
+
 def test_classify_reports_bad_lines_and_goes_on(
     recorded_log: tuple[Path, list[Result]],
     tmp_path: Path,
