@@ -127,6 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="measurements from the store, streamed")
     p.add_argument("--data-dir", default=None, metavar="D")
     _config_arg(p)
+    p.set_defaults(config=None)  # ./config.yaml for the data directory; -c also for countries
     p.add_argument("--since", default=None, metavar="T")
     p.add_argument("--until", default=None, metavar="T")
     p.add_argument("--service", action="append", default=[], metavar="S")

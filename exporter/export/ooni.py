@@ -48,7 +48,8 @@ def open_writer(out: IO[str], options: ExportOptions) -> RowWriter:
     countries = options.countries
 
     def write(result: Result) -> None:
-        rendered = ooni_record(result, country=countries.get(result.measurement.vantage))
+        m = result.measurement
+        rendered = ooni_record(result, country=m.country or countries.get(m.vantage))
         out.write(json.dumps(rendered, ensure_ascii=False, separators=(",", ":")))
         out.write("\n")
 
@@ -282,8 +283,9 @@ def ooni_record(result: Result, *, country: str | None = None) -> dict[str, Any]
         "data_format_version": OONI_DATA_FORMAT,
         "measurement_start_time": when,
         "test_start_time": when,
-        "probe_asn": "AS0",
-        "probe_cc": (country or "ZZ").upper(),
+        "probe_asn": f"AS{m.asn or 0}",  # AS0: OONI's "unknown"
+        "probe_cc": (m.country or country or "ZZ").upper(),
+        "probe_network_name": m.network_name or "",
         "probe_ip": "127.0.0.1",
         "input": m.target,
         "test_name": "web_connectivity",

@@ -60,7 +60,15 @@ def export(
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """`lifeline export`: measurements from the store to stdout, streamed."""
+    """`lifeline export`: measurements from the store to stdout, streamed.
+
+    What the records say of their vantage (country, network) is exported from them alone;
+    only a config named with ``-c`` fills in the country of older records that lack it,
+    never the ./config.yaml of wherever the command runs (which only names the data dir).
+    """
+    explicit = getattr(args, "config", None) is not None
+    if not explicit:
+        args.config = "config.yaml"
     resolved = resolve_data(args)
     if resolved is None:
         return EXIT_USAGE
@@ -77,7 +85,9 @@ def run_export(args: argparse.Namespace) -> int:
     store = open_existing(directory)
     if store is None:
         return EXIT_FOUND
-    countries = {v.name: v.country for v in config.vantages if v.country} if config else {}
+    countries = {}
+    if config is not None and explicit:
+        countries = {v.name: v.country for v in config.vantages if v.country}
     try:
         for problem in unmatched_filters(store, args.service or (), args.vantage or ()):
             print(f"lifeline: {problem}", file=sys.stderr)
