@@ -52,10 +52,17 @@ def export(
             out.write("\n")
             count += 1
         return count
+    if form.binary:
+        out.flush()  # what was written as text goes first
     write = form.open_writer(out, ExportOptions(countries=countries or {}))
-    for line in lines:
-        write(Result.from_dict(json.loads(line)))
-        count += 1
+    try:
+        for line in lines:
+            write(Result.from_dict(json.loads(line)))
+            count += 1
+    finally:
+        close = getattr(write, "close", None)
+        if close is not None:
+            close()  # a format's footer (Parquet); also after a failure, to free it
     return count
 
 
@@ -82,6 +89,14 @@ def run_export(args: argparse.Namespace) -> int:
     if since is not None and until is not None and since >= until:
         print(f"lifeline: --since {since} is not before --until {until}", file=sys.stderr)
         return EXIT_USAGE
+    form = FORMATS[args.format]
+    if form.binary and sys.stdout.isatty():
+        print(
+            f"lifeline: --format {args.format} is binary: redirect it to a file "
+            f"(lifeline export --format {args.format} > measurements.{args.format})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     store = open_existing(directory)
     if store is None:
         return EXIT_FOUND
@@ -107,6 +122,9 @@ def run_export(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_FOUND
+    except RuntimeError as exc:  # a format that cannot run here (parquet without pyarrow)
+        print(f"lifeline: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         store.close()
     return EXIT_OK
