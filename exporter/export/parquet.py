@@ -145,13 +145,37 @@ def schema() -> Any:
     return pa.schema([pa.field(c.name, types[c.kind], nullable=c.name != "time") for c in COLUMNS])
 
 
+class _KeepOpen:
+    """The stream as pyarrow's sink, left open when the file is done (it may be stdout)."""
+
+    closed = False
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out, self._written = out, 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.flush()
+
+
 class _Writer:
     """Buffers one row group of columns; writes it when full and the footer at close."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self._pa, pq = _arrow()
         self._schema = schema()
-        self._writer = pq.ParquetWriter(out, self._schema, compression="zstd")
+        sink = _KeepOpen(out)
+        self._writer = pq.ParquetWriter(sink, self._schema, compression="zstd")
         self._columns: list[list[Any]] = [[] for _ in COLUMNS]
         self._rows = 0
 
