@@ -20,9 +20,16 @@ applies decides:
    the control; an unexpected status at both). Without a control, only a
    failure that every vantage shares in the same definite way (see
    :func:`_every_vantage_fails`) is an outage.
+4b. the control says the name does not exist (NXDOMAIN) but this vantage got
+   addresses and got through: invented answers -> ``dns_blocked`` when they
+   are private or reserved addresses, else ``anomaly`` (never ``ok``).
 5. the first stage that fails where the control's succeeded names the
    ``*_blocked`` verdict, except that DNS answers which differ from the
    control's *and* do not serve the host are ``dns_blocked`` (the CDN rule).
+   At HTTP only a censor's signature (reset, timeout, EOF) is ``http_blocked``;
+   a failure reaching a redirect's target names that step's verdict (its DNS,
+   TCP or TLS); ``unknown_failure`` is ours -> ``error``; any other failure ->
+   ``anomaly``.
 6. ``throttled``: a throughput target far slower than at the control.
 7. ``anomaly``: the response differs from the control's (OONI's http-diff) or
    its status is unexpected while the control's is fine.
@@ -35,14 +42,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 from probes.compare import content_difference, http_diff
 from probes.dnswindow import injected_pair, reply_text
-from probes.failures import Failure
+from probes.failures import UNKNOWN_PREFIX, Failure
 from probes.fingerprints import FingerprintSet, normalize_address
 from probes.observe import (
     CERT_FAILURES,
     MIN_SAMPLE_S,
+    Break,
     Case,
     addresses_of,
     all_answers,
@@ -52,6 +61,8 @@ from probes.observe import (
     clean_failure,
     incomplete,
     is_bogon,
+    redirect_step,
+    says_no_such_name,
     stage_label,
     stage_order,
 )
@@ -326,6 +337,42 @@ def _measurement_error(case: Case) -> Judgement | None:
     return None
 
 
+# --- 4b. invented answers ---------------------------------------------------------
+
+
+def _invented_answers(case: Case) -> Judgement | None:
+    """Addresses for a name that the control says does not exist (NXDOMAIN).
+
+    A resolver that answers for a non-existent name invents the answer: an ISP
+    sending typos to its search page (NXDOMAIN hijacking), or a censor pointing
+    the name at a server of its own. It is never consistent with the control.
+    Private or reserved addresses are the censor's mark (CONTRACT §2: a bogon
+    the control does not see is evidence) -> ``dns_blocked``; a public one may
+    be either -> ``anomaly``. A control that *failed* to resolve (SERVFAIL,
+    timeout) says nothing about the name and is not this rule.
+    """
+    ctl = case.control
+    if ctl is None or not says_no_such_name(ctl.record(DNSStage)):
+        return None
+    dns = case.obs.record(DNSStage)
+    if dns is None or dns.skipped or not dns.ok:
+        return None
+    mine = addresses_of(dns)
+    if not mine:
+        return None
+    answered = f"DNS answered {listing(mine)} for a name the control says does not exist (NXDOMAIN)"
+    if all_bogon(mine):
+        return Judgement(
+            Verdict.DNS_BLOCKED,
+            f"{answered}: private or reserved addresses invented by the resolver.",
+        )
+    return Judgement(
+        Verdict.ANOMALY,
+        f"{answered}: invented answers ({reached_text(case.obs)} there), from NXDOMAIN "
+        "hijacking or a censor pointing the name at a server of its own.",
+    )
+
+
 # --- 4. service_down ----------------------------------------------------------------
 
 
@@ -409,10 +456,92 @@ def _first_failing_stage(case: Case) -> Judgement | None:
     brk = case.brk
     if brk is None or brk.stage == "status":
         return None
+    if brk.stage == "http":
+        return _http_failure(case, brk)
     verdict = STAGES[brk.stage].verdict
     return Judgement(
         verdict, f"{capitalised(what_failed(case.obs, brk))} {control_did(case, brk)}."
     )
+
+
+#: What a censor does to an HTTP exchange it will not let through (CONTRACT §2).
+_CENSOR_HTTP_FAILURES = frozenset({Failure.CONNECTION_RESET, Failure.TIMEOUT, Failure.EOF})
+
+_REDIRECT_STEP_SENTENCES = {
+    "dns": "DNS for the redirect target {host} failed with {failure}",
+    "tcp": "TCP connect to the redirect target {host} failed with {failure}",
+    "tls": "the TLS handshake with the redirect target {host} failed with {failure}",
+}
+
+
+def _http_failure(case: Case, brk: Break) -> Judgement:
+    """The HTTP stage failed where the control's got its response.
+
+    Only a censor's signature there is ``http_blocked``: a reset, a timeout or
+    an EOF (on the stage's connection or after the request). Reaching a
+    redirect's target is DNS, TCP and TLS again: their failures name those
+    stages' verdicts. A redirect to a private address that lifeline refused to
+    follow is a filter's redirect to its block page. ``unknown_failure`` is a
+    failure lifeline has no name for (its own decode error, a bug) -> ``error``;
+    anything else (a protocol error, a redirect loop or a bad Location) is not
+    clearly blocking -> ``anomaly``.
+    """
+    http = case.obs.record(HTTPStage)
+    ctl_did = control_did(case, brk)
+    step = redirect_step(http) if http is not None else None
+    if step is not None:
+        stage, url = step
+        host = urlsplit(url).hostname or url
+        said = _REDIRECT_STEP_SENTENCES[stage].format(host=host, failure=brk.failure)
+        return Judgement(
+            STAGES[stage].verdict, f"{capitalised(said)} (after {_hops(http)}) {ctl_did}."
+        )
+    private = _private_redirect(case, http)
+    if private is not None:
+        return Judgement(
+            Verdict.HTTP_BLOCKED,
+            f"The response redirected to {private}, a private or reserved address the "
+            f"control was not sent to (a filter's block page), {ctl_did}.",
+        )
+    said = capitalised(what_failed(case.obs, brk))
+    if brk.failure in _CENSOR_HTTP_FAILURES:
+        return Judgement(Verdict.HTTP_BLOCKED, f"{said} {ctl_did}.")
+    if brk.failure.startswith(UNKNOWN_PREFIX.rstrip(": ")):
+        return Judgement(
+            Verdict.ERROR,
+            f"{said}, a failure lifeline has no name for (its own, most likely), "
+            f"{ctl_did}, so the measurement cannot be judged.",
+        )
+    return Judgement(
+        Verdict.ANOMALY,
+        f"{said} {ctl_did}; that is not a censor's signature (a reset, timeout or EOF).",
+    )
+
+
+def _hops(http: HTTPStage | None) -> str:
+    n = len(http.redirects) if http is not None else 0
+    return "1 redirect" if n == 1 else f"{n} redirects"
+
+
+def _private_redirect(case: Case, http: HTTPStage | None) -> str | None:
+    """The private address a refused redirect led to, when the control was not sent there."""
+    if http is None or http.failure != Failure.HTTP_BAD_REDIRECT or not http.redirects:
+        return None
+    location = http.redirects[-1].location
+    try:
+        host = urlsplit(urljoin(http.redirects[-1].url, location or "")).hostname
+    except ValueError:
+        return None
+    if host is None or not is_bogon(host):
+        return None
+    ctl_http = case.control.record(HTTPStage) if case.control is not None else None
+    for hop in ctl_http.redirects if ctl_http is not None else []:
+        try:
+            if urlsplit(urljoin(hop.url, hop.location or "")).hostname == host:
+                return None
+        except ValueError:
+            continue
+    return host
 
 
 def _not_served(case: Case) -> str | None:
@@ -600,6 +729,7 @@ _RULES: tuple[Callable[[Case], Judgement | None], ...] = (
     _http_fingerprint,
     _measurement_error,
     _shared_failure,
+    _invented_answers,
     _first_failing_stage,
     _throttled,
     _anomaly,
