@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from exporter.export.ooni import ooni_record
 from probes.classify import classify
 from probes.measure import measure
 from probes.model import ResolverSpec, Target, Vantage
@@ -28,6 +29,7 @@ from probes.records import (
     HTTPHop,
     HTTPStage,
     Measurement,
+    Result,
     TCPAttempt,
     TCPStage,
     TLSCertificate,
@@ -362,3 +364,28 @@ def test_a_filters_redirect_to_a_private_address_stays_http_blocked() -> None:
     assert j.verdict is Verdict.HTTP_BLOCKED, j.reason
     assert "192.168.22.1" in j.reason
     assert_sentence(j)
+
+
+def test_the_ooni_export_tells_the_new_anomalies_apart() -> None:
+    """An HTTP failure that is not a censor's is OONI's "http-failure", invented answers
+    for a name that does not exist "dns": neither is a page that differs ("http-diff")."""
+    keys = scenario("ghostDNSBlockingWithHTTP")
+    url = keys["requests"][0]["request"]["url"]
+    addresses, _ = system_answers(keys, "itsat.info")
+    obs = reached(url, "censored", addresses, response_page(keys), dns_fail=None)
+    control = reached(url, "control", [], None, dns_fail="dns_nxdomain_error")
+    invented = ooni_record(Result(obs, Verdict.ANOMALY, judge(obs, control).reason, control))
+    assert invented["test_keys"]["blocking"] == "dns"
+
+    keys = scenario("successWithHTTP")
+    url = keys["requests"][0]["request"]["url"]
+    addresses, _ = system_answers(keys, "www.example.com")
+    broken = HTTPStage(ok=False, failure="http_protocol_error", duration_s=0.1, url=url,
+                       request_sent=True)  # fmt: skip
+    obs = reached(url, "censored", addresses, broken, dns_fail=None)
+    control = reached(url, "control", addresses, response_page(keys), dns_fail=None)
+    j = judge(obs, control)
+    assert j.verdict is Verdict.ANOMALY
+    failed = ooni_record(Result(obs, j.verdict, j.reason, control))
+    assert failed["test_keys"]["blocking"] == "http-failure"
+    assert failed["test_keys"]["accessible"] is False
