@@ -505,6 +505,13 @@ def _http_failure(case: Case, brk: Break) -> Judgement:
         )
     said = capitalised(what_failed(case.obs, brk))
     if brk.failure in _CENSOR_HTTP_FAILURES:
+        hung = _unattributed_redirect(http)
+        if hung is not None:
+            said = (
+                f"HTTP failed with {brk.failure} reaching the redirect target {hung} "
+                f"(after {_hops(http)}) before the request was sent; the record does not "
+                "say whether its DNS, TCP or TLS step hung,"
+            )
         return Judgement(Verdict.HTTP_BLOCKED, f"{said} {ctl_did}.")
     if brk.failure.startswith(UNKNOWN_PREFIX.rstrip(": ")):
         return Judgement(
@@ -516,6 +523,17 @@ def _http_failure(case: Case, brk: Break) -> Judgement:
         Verdict.ANOMALY,
         f"{said} {ctl_did}; that is not a censor's signature (a reset, timeout or EOF).",
     )
+
+
+def _unattributed_redirect(http: HTTPStage | None) -> str | None:
+    """The redirect target's host when the stage failed before its request was written."""
+    if http is None or http.ok or http.request_sent or not http.redirects:
+        return None
+    last = http.redirects[-1]
+    try:
+        return urlsplit(urljoin(last.url, last.location or "")).hostname
+    except ValueError:
+        return None
 
 
 def _hops(http: HTTPStage | None) -> str:

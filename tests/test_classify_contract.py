@@ -234,6 +234,17 @@ def test_tcp_and_tls_failures_at_a_redirect_target_name_their_stage(
     assert_sentence(j)
 
 
+def test_a_timeout_reaching_a_redirect_target_says_which_host_and_what_is_unknown() -> None:
+    """redirectWithConsistentDNSAndThenTimeoutForHTTPS, but hanging before the request to
+    www.example.com was written: DNS, TCP or TLS, the record cannot say which."""
+    keys = scenario("redirectWithConsistentDNSAndThenTimeoutForHTTPS")
+    obs = _redirect_obs(keys, "generic_timeout_error", request_sent=False)
+    j = judge(obs, _redirect_control(keys))
+    assert j.verdict is Verdict.HTTP_BLOCKED, j.reason
+    assert "redirect target www.example.com" in j.reason and "before the request" in j.reason
+    assert_sentence(j)
+
+
 async def test_a_redirect_to_a_name_the_vantage_resolver_denies_is_dns_blocked_on_loopback() -> (
     None
 ):
