@@ -337,42 +337,6 @@ def _measurement_error(case: Case) -> Judgement | None:
     return None
 
 
-# --- 4b. invented answers ---------------------------------------------------------
-
-
-def _invented_answers(case: Case) -> Judgement | None:
-    """Addresses for a name that the control says does not exist (NXDOMAIN).
-
-    A resolver that answers for a non-existent name invents the answer: an ISP
-    sending typos to its search page (NXDOMAIN hijacking), or a censor pointing
-    the name at a server of its own. It is never consistent with the control.
-    Private or reserved addresses are the censor's mark (CONTRACT §2: a bogon
-    the control does not see is evidence) -> ``dns_blocked``; a public one may
-    be either -> ``anomaly``. A control that *failed* to resolve (SERVFAIL,
-    timeout) says nothing about the name and is not this rule.
-    """
-    ctl = case.control
-    if ctl is None or not says_no_such_name(ctl.record(DNSStage)):
-        return None
-    dns = case.obs.record(DNSStage)
-    if dns is None or dns.skipped or not dns.ok:
-        return None
-    mine = addresses_of(dns)
-    if not mine:
-        return None
-    answered = f"DNS answered {listing(mine)} for a name the control says does not exist (NXDOMAIN)"
-    if all_bogon(mine):
-        return Judgement(
-            Verdict.DNS_BLOCKED,
-            f"{answered}: private or reserved addresses invented by the resolver.",
-        )
-    return Judgement(
-        Verdict.ANOMALY,
-        f"{answered}: invented answers ({reached_text(case.obs)} there), from NXDOMAIN "
-        "hijacking or a censor pointing the name at a server of its own.",
-    )
-
-
 # --- 4. service_down ----------------------------------------------------------------
 
 
@@ -431,6 +395,42 @@ def _every_vantage_fails(case: Case) -> Judgement | None:
         Verdict.SERVICE_DOWN,
         f"It fails the same way ({brk.short()}) from all {len(peers) + 1} vantages, and "
         f"{case.why_no_control}, so this looks like an outage, not blocking.",
+    )
+
+
+# --- 4b. invented answers ---------------------------------------------------------
+
+
+def _invented_answers(case: Case) -> Judgement | None:
+    """Addresses for a name that the control says does not exist (NXDOMAIN).
+
+    A resolver that answers for a non-existent name invents the answer: an ISP
+    sending typos to its search page (NXDOMAIN hijacking), or a censor pointing
+    the name at a server of its own. It is never consistent with the control.
+    Private or reserved addresses are the censor's mark (CONTRACT §2: a bogon
+    the control does not see is evidence) -> ``dns_blocked``; a public one may
+    be either -> ``anomaly``. A control that *failed* to resolve (SERVFAIL,
+    timeout) says nothing about the name and is not this rule.
+    """
+    ctl = case.control
+    if ctl is None or not says_no_such_name(ctl.record(DNSStage)):
+        return None
+    dns = case.obs.record(DNSStage)
+    if dns is None or dns.skipped or not dns.ok:
+        return None
+    mine = addresses_of(dns)
+    if not mine:
+        return None
+    answered = f"DNS answered {listing(mine)} for a name the control says does not exist (NXDOMAIN)"
+    if all_bogon(mine):
+        return Judgement(
+            Verdict.DNS_BLOCKED,
+            f"{answered}: private or reserved addresses invented by the resolver.",
+        )
+    return Judgement(
+        Verdict.ANOMALY,
+        f"{answered}: invented answers ({reached_text(case.obs)} there), from NXDOMAIN "
+        "hijacking or a censor pointing the name at a server of its own.",
     )
 
 
