@@ -15,6 +15,7 @@ from typing import IO, Any
 from exporter.export.formats import ExportOptions, RowWriter
 from probes import __version__
 from probes.compare import http_similarity
+from probes.observe import says_no_such_name
 from probes.records import (
     SCHEMA,
     DNSAnswer,
@@ -225,18 +226,33 @@ def _comparisons(http: HTTPStage | None, control: Measurement | None) -> dict[st
     }
 
 
-def _blocking(verdict: str, http: HTTPStage | None) -> str | bool | None:
-    """OONI's `blocking` key for one of our verdicts (None where OONI cannot tell either)."""
+def _blocking(
+    verdict: str, http: HTTPStage | None, control: Measurement | None = None
+) -> str | bool | None:
+    """OONI's `blocking` key for one of our verdicts (None where OONI cannot tell either).
+
+    An ``anomaly`` is told apart by what made it: an HTTP failure that is not a
+    censor's signature is OONI's "http-failure", answers for a name the control
+    says does not exist are "dns", a differing page "http-diff".
+    """
+    failed = http is not None and not http.ok
     if verdict == Verdict.HTTP_BLOCKED:
-        return "http-failure" if http is not None and not http.ok else "http-diff"
+        return "http-failure" if failed else "http-diff"
+    if verdict == Verdict.ANOMALY:
+        if failed:
+            return "http-failure"
+        if control is not None and says_no_such_name(control.record(DNSStage)):
+            return "dns"
     return _BLOCKING.get(verdict)
 
 
-def _accessible(verdict: str, http: HTTPStage | None) -> bool | None:
+def _accessible(
+    verdict: str, http: HTTPStage | None, control: Measurement | None = None
+) -> bool | None:
     """OONI's `accessible`: True when people get the page, False when blocked, None when unknown."""
     if verdict in (Verdict.OK, Verdict.THROTTLED):
         return True
-    return False if _blocking(verdict, http) not in (None, False) else None
+    return False if _blocking(verdict, http, control) not in (None, False) else None
 
 
 def _dns_consistency(verdict: str, control: Measurement | None) -> str | None:
@@ -273,8 +289,8 @@ def ooni_record(result: Result, *, country: str | None = None) -> dict[str, Any]
         or (tls.failure if tls is not None else None),
         "dns_consistency": _dns_consistency(verdict, control),
         **_comparisons(http, control),
-        "blocking": _blocking(verdict, http),
-        "accessible": _accessible(verdict, http),
+        "blocking": _blocking(verdict, http, control),
+        "accessible": _accessible(verdict, http, control),
         "lifeline_verdict": verdict,
         "lifeline_reason": result.reason,
     }
