@@ -151,6 +151,31 @@ def _build_parser() -> argparse.ArgumentParser:
         "(the changes and the summary on stderr)",
     )
 
+    p = sub.add_parser(
+        "import", help="judge measurements made by others (OONI) with lifeline's rules"
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
+    kinds.required = True
+    p = kinds.add_parser(
+        "ooni",
+        help="OONI web_connectivity measurements (JSON, JSONL, gzip, API measurement_meta)",
+        description="Exit status: 0 every file imported, 1 some file or line skipped "
+        "(named on stderr), 2 usage error or an unusable store.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="OONI measurement files")
+    p.add_argument(
+        "--data-dir", default=None, metavar="D", help="store the records there (not printed)"
+    )
+    p.add_argument("--format", choices=("jsonl",), default="jsonl", help="records as jsonl")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="print a markdown confusion table (OONI's blocking vs lifeline's verdict) instead",
+    )
+    p.add_argument(
+        "--root", default=None, metavar="DIR", help="with --summary: file names relative to DIR"
+    )
+
     p = sub.add_parser("incidents", help="incidents: what was blocked where, how, when")
     p.add_argument("--data-dir", default=None, metavar="D")
     _config_arg(p)
@@ -195,6 +220,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "export": _cmd_export,
         "classify": _cmd_classify,
         "incidents": _cmd_incidents,
+        "import": _cmd_import,
         "window": _cmd_window,
     }
     return commands[args.command](args)
@@ -247,6 +273,12 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     from exporter.export import run_incidents
 
     return run_incidents(args)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from exporter.ooniimport import run_import
+
+    return run_import(args)
 
 
 def _cmd_window(args: argparse.Namespace) -> int:
