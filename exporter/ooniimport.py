@@ -775,8 +775,18 @@ def to_measurements(m: dict[str, Any]) -> tuple[Measurement, Measurement | None]
     }
     tk = m.get("test_keys")
     if not isinstance(tk, dict):
-        return Measurement(**base, error="the OONI measurement has no test_keys"), None
-    return _probe(m, tk, base), _control(m, tk, base)
+        probe = Measurement(**base, error="the OONI measurement has no test_keys")
+        control = None
+    else:
+        probe, control = _probe(m, tk, base), _control(m, tk, base)
+    # the probe's network, as OONI says it (the test helper's is not in the record)
+    cc = str(m.get("probe_cc") or "").upper()
+    probe.country = cc if re.fullmatch(r"[A-Z]{2}", cc) and cc != "ZZ" else None
+    number = int(_asn(m.get("probe_asn"))[2:])
+    probe.asn = number if 0 < number < 2**32 else None
+    name = m.get("probe_network_name")
+    probe.network_name = name if isinstance(name, str) and name else None
+    return probe, control
 
 
 def ooni_block(m: dict[str, Any]) -> dict[str, Any]:

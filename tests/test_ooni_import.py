@@ -172,6 +172,7 @@ def test_a_raw_measurement_becomes_a_judged_record_with_its_ooni_block(
         "blocking": False,
         "accessible": True,
     }
+    assert record["network"] == {"country": "IR", "asn": 58224, "name": None}
     stages = record["stages"]
     assert stages["dns"]["addresses"] == ["93.184.216.34"]
     assert stages["tcp"]["address"] == "93.184.216.34"
