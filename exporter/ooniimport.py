@@ -169,14 +169,21 @@ def _jsonl(path: str, text: str) -> Iterator[tuple[str, dict[str, Any] | Skipped
     if not lines:
         yield path, Skipped(path, "empty file")
         return
+    out: list[tuple[str, dict[str, Any] | Skipped]] = []
     for n, line in lines:
         source = f"{path}:{n}"
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield source, Skipped(source, f"not JSON ({exc.msg} at column {exc.colno})")
+            out.append((source, Skipped(source, f"not JSON ({exc.msg} at column {exc.colno})")))
             continue
-        yield source, _measurement_or_skip(source, item)
+        out.append((source, _measurement_or_skip(source, item)))
+    if len(out) > 1 and all(
+        isinstance(i, Skipped) and i.why.startswith("not JSON") for _, i in out
+    ):
+        yield path, Skipped(path, "neither JSON nor JSON lines")  # one message, not one a line
+        return
+    yield from out
 
 
 def _measurement_or_skip(source: str, item: Any) -> dict[str, Any] | Skipped:
@@ -828,8 +835,14 @@ def import_files(paths: Sequence[str]) -> Iterator[Imported | Skipped]:
         for source, item in items:
             if isinstance(item, Skipped):
                 yield item
-            else:
-                yield Imported(source, judge(item, judging))
+                continue
+            try:
+                record = judge(item, judging)
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                # a field of an unexpected type: name it, never a traceback
+                yield Skipped(source, f"malformed web_connectivity measurement: {exc!r}"[:300])
+                continue
+            yield Imported(source, record)
 
 
 # --- the accuracy summary -------------------------------------------------------------

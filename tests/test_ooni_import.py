@@ -364,3 +364,20 @@ def test_accuracy_regeneration_replaces_only_the_generated_block() -> None:
     assert splice(again, "| new | table |\n") == again
     with pytest.raises(ValueError, match="markers"):
         splice("# no markers\n", "x")
+
+
+def test_malformed_or_binary_files_are_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = _measurement()
+    odd["test_keys"]["tcp_connect"] = [{"ip": "93.184.216.34", "port": 443, "status": "up"}]
+    odd_path = tmp_path / "odd.json"
+    odd_path.write_text(json.dumps(odd))
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x00\x01binary\n\xff\xfe more\n")
+    code, out, err = _run(capsys, "import", "ooni", str(odd_path), str(binary))
+    assert code == 1
+    assert out == ""
+    assert f"{odd_path}: skipped: malformed web_connectivity measurement" in err
+    assert f"{binary}: skipped: neither JSON nor JSON lines" in err
+    assert err.count("skipped") == 2
