@@ -124,6 +124,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _log_args(p)
 
+    p = sub.add_parser(
+        "page",
+        help="the status page of a store, read-only (e.g. imported OONI data); measures nothing",
+    )
+    p.add_argument("--data-dir", required=True, metavar="D", help="the store to show")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:9479",
+        metavar="HOST:PORT",
+        help="where to serve it (default: 127.0.0.1:9479; no TLS or authentication)",
+    )
+
     p = sub.add_parser("export", help="measurements from the store, streamed")
     p.add_argument("--data-dir", default=None, metavar="D")
     _config_arg(p)
@@ -217,6 +229,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "lab": _cmd_lab,
         "demo": _cmd_demo,
         "serve": _cmd_serve,
+        "page": _cmd_page,
         "export": _cmd_export,
         "classify": _cmd_classify,
         "incidents": _cmd_incidents,
@@ -255,6 +268,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from exporter.server import run_serve
 
     return run_serve(args)
+
+
+def _cmd_page(args: argparse.Namespace) -> int:
+    from exporter.pagecmd import run_page
+
+    return run_page(args)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

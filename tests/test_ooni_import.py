@@ -381,3 +381,75 @@ def test_malformed_or_binary_files_are_named_not_a_traceback(
     assert f"{odd_path}: skipped: malformed web_connectivity measurement" in err
     assert f"{binary}: skipped: neither JSON nor JSON lines" in err
     assert err.count("skipped") == 2
+
+
+async def test_the_page_command_shows_an_imported_store_read_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from exporter.pagecmd import serve_page
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(_dns_blocked()) + "\n")
+    data = tmp_path / "data"
+    code, _, err = _run(capsys, "import", "ooni", "--data-dir", str(data), str(path))
+    assert code == 0, err
+
+    stop = asyncio.Event()
+    listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_page(data, "127.0.0.1:0", stop=stop, on_listening=listening.set_result)
+    )
+    try:
+        url = await asyncio.wait_for(asyncio.shield(listening), 30)
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "api/v1/status") as r:
+                assert r.status == 200
+                status = await r.json()
+            async with http.get(url) as r:
+                assert r.status == 200
+                page = await r.text()
+            async with http.get(
+                url + "target",
+                params={
+                    "service": "news.example",
+                    "target": "https://news.example/",
+                    "vantage": "ooni-ir-as58224",
+                },
+            ) as r:
+                assert r.status == 200
+                drill = await r.text()
+    finally:
+        stop.set()
+        code = await task
+    assert code == 0
+    assert status["schema"] == "lifeline.status/1"
+    (row,) = status["results"]
+    assert (row["service"], row["vantage"], row["verdict"]) == (
+        "news.example",
+        "ooni-ir-as58224",
+        "dns_blocked",
+    )
+    assert row["time"] == "2024-05-01T10:00:00.000000Z"
+    assert [v["name"] for v in status["vantages"]] == ["ooni-ir-as58224"]
+    assert "news.example" in page and "ooni-ir-as58224" in page
+    assert "DNS blocked" in page
+    assert "https://news.example/" in drill and "DNS blocked" in drill
+    assert "10.10.34.35" in drill  # the evidence of a measurement made in 2024, not today
+    out, err = capsys.readouterr()
+    assert "listening on http://127.0.0.1:" in out
+    assert "read-only: nothing is measured" in err
+
+
+async def test_the_page_command_names_a_missing_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.pagecmd import serve_page
+
+    assert await serve_page(tmp_path / "nothing", "127.0.0.1:0") == 2
+    assert f"no store at {tmp_path / 'nothing' / 'lifeline.db'}" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
