@@ -259,6 +259,9 @@ class Result:
     reason: str
     control: Measurement | None = None  # the control's measurement it was judged against
     version: str = ""  # lifeline version that classified it
+    # set on records imported from OONI (`lifeline import ooni`, docs/ooni.md): who
+    # measured, where, and OONI's own conclusion; absent on lifeline's own records
+    ooni: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         m = self.measurement
@@ -283,6 +286,8 @@ class Result:
         if network is not None:
             out["network"] = network
         out["control"] = self.control.to_dict() if self.control is not None else None
+        if self.ooni is not None:
+            out["ooni"] = dict(self.ooni)
         return out
 
     @classmethod
@@ -295,6 +300,7 @@ class Result:
             reason=data.get("reason", ""),
             control=Measurement.from_dict(ctl) if ctl else None,
             version=data.get("lifeline_version", ""),
+            ooni=data["ooni"] if isinstance(data.get("ooni"), dict) else None,
         )
 
 
