@@ -278,6 +278,7 @@ def _v6(vantage: str, ts: float, address: str, *, tcp_failure: str | None = None
         return m
     m.tls = tls_stage(address, "six.example")
     m.http = http_stage("https://six.example/")
+    m.http.redirects[0].address = address  # the first request went on this connection
     return m
 
 
@@ -295,7 +296,10 @@ def _http_reset(ts: float) -> Measurement:
 
 def _cdn(ts: float, *, tls_failure: str | None = None) -> Measurement:
     """Other addresses than the control's: a CDN's (the TLS handshake for the host succeeds)."""
-    return measurement("kz", ts, addresses=("151.101.1.9",), tls_failure=tls_failure)
+    m = measurement("kz", ts, addresses=("151.101.1.9",), tls_failure=tls_failure)
+    if m.http is not None:
+        m.http.redirects[0].address = "151.101.1.9"  # the first request went on this connection
+    return m
 
 
 def _ip_literal(ts: float) -> Result:
