@@ -218,21 +218,46 @@ def _http_stage(
     record.status = status
     body = bytes_of(response.get("body")) if response else None
     if body is not None and (response.get("body") is not None):
-        record.body_length = len(body)
-        record.body_sha256 = hashlib.sha256(body).hexdigest()
+        truncated = bool(response.get("body_is_truncated"))
+        # the whole body's length where the writer kept it (OONI Probe's, and lifeline's
+        # own export, `x_body_length`); else what was recorded
+        whole = response.get("x_body_length")
+        known = isinstance(whole, int) and not isinstance(whole, bool) and whole >= len(body)
+        record.body_length = whole if known else len(body)
+        # a truncated body's hash is not the body's: unknown rather than wrong
+        record.body_sha256 = None if truncated else hashlib.sha256(body).hexdigest()
         head = body[:BODY_HEAD_BYTES].decode("utf-8", errors="replace")
         record.body_head = head
         record.title = title_of(head)
-        record.body_truncated = bool(response.get("body_is_truncated"))
+        record.body_truncated = truncated
     record.headers = header_map(response.get("headers")) if response else {}
     record.duration_s = duration_of(last)
     if failure is not None:
         record.ok, record.failure = False, failure
-        # a failure of the last request itself came once it was sent (OONI records a
-        # request only when its connection was made); one of the next hop's DNS,
-        # connect or handshake came before any request to it
-        record.request_sent = failure_of(last.get("failure")) is not None
+        # A failure of the first request came once it was sent: the test's own
+        # tcp_connect and tls_handshakes say how its connection went. A redirect
+        # target's request carries its dial in it (web_connectivity 0.4 records the
+        # DNS, connect and handshake of a hop only as that request's failure), so
+        # for one that failed without a response it is inferred (docs/ooni.md).
+        own = failure_of(last.get("failure")) is not None
+        record.request_sent = own and (
+            not record.redirects
+            or record.status is not None
+            or _after_request(record.final_url or final_url, failure)
+        )
     return record
+
+
+#: Failures that interrupt an exchange (rather than name a step of the dial).
+_INTERRUPTIONS = frozenset({Failure.CONNECTION_RESET, Failure.EOF, Failure.TIMEOUT})
+
+
+def _after_request(url: str, failure: str) -> bool:
+    """Whether a redirect target's failure, recorded without a response, came after its
+    request: a reset, EOF or timeout at a plain-http target is taken as the censor acting
+    on the request it read (the Host header); at an https target, and any failure that
+    names a step of the dial (DNS, refused, TLS), as before the request was written."""
+    return failure in _INTERRUPTIONS and urlsplit(url).scheme.lower() == "http"
 
 
 def probe_measurement(m: dict[str, Any], tk: dict[str, Any], base: dict[str, Any]) -> Measurement:
