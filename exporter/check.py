@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import IO
 
 from exporter.render import render_json, render_jsonl, render_table, use_color
@@ -93,10 +94,12 @@ def run_check(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     if args.log:
+        from exporter.judgefile import write_fingerprints
         from exporter.logs import append_results
 
         try:
             append_results(args.log, results)
+            write_fingerprints(Path(args.log).parent, config.fingerprints)
         except OSError as exc:
             print(f"lifeline: --log {args.log}: cannot write the probe log: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -195,6 +195,7 @@ class Monitor:
         self._log = log
         self._factory = default_runners(pool) if runner is None else _runners(runner, probe_runner)
         self._runner, self._probe_runner = self._factory(config)
+        self._keep_fingerprints(config)
         self._clock = clock
         self._rng = rng or random.Random()
         self._observations = Observations(())
@@ -421,6 +422,17 @@ class Monitor:
         # added last, the fresh measurement replaces a scheduled one of the same key
         return runner.judge(m, Observations([*context, m]))
 
+    def _keep_fingerprints(self, config: Config) -> None:
+        """The config's fingerprints beside the log, so the log re-judges without it."""
+        if self._log is None:
+            return
+        from exporter.judgefile import write_fingerprints
+
+        try:
+            write_fingerprints(self._log.directory, config.fingerprints)
+        except OSError:
+            self._log.lost_writes += 1  # shown as the log's lost writes, like a lost line
+
     async def reload(self, config: Config) -> None:
         """Switch to a new config: the old in-flight slots finish, then measuring goes on."""
         from probes.runner import Observations
@@ -435,6 +447,7 @@ class Monitor:
             m for k, m in self._observations.by_key.items() if k in keys
         )
         self._runner, self._probe_runner = self._factory(config)
+        self._keep_fingerprints(config)
         self._policy = self._new_policy(config)
         self.board.reload_ok, self.board.reload_time = True, time.time()
         self._wake.set()

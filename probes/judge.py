@@ -9,6 +9,8 @@ Build it once, with :meth:`JudgingContext.from_config`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,11 +18,53 @@ from probes import __version__
 from probes.classify import classify
 from probes.fingerprints import FingerprintSet
 from probes.model import Config, Defaults
-from probes.records import Measurement, Result
+from probes.records import JudgedWith, Measurement, Result
 
-__all__ = ["JudgingContext"]
+__all__ = ["JudgingContext", "fingerprint_digest", "judged_with"]
 
 _DEFAULTS = Defaults()
+
+#: digests computed, by set (the sets are few: one per config, built once and kept)
+_DIGESTS: dict[int, tuple[FingerprintSet, str]] = {}
+
+
+def fingerprint_digest(fingerprints: FingerprintSet) -> str:
+    """"sha256:<hex>" of everything the set matches: built-in and configured alike.
+
+    Two sets with the same digest judge every record the same way; a new
+    built-in signature (a new version) or a changed config changes it.
+    """
+    known = _DIGESTS.get(id(fingerprints))
+    if known is not None and known[0] is fingerprints:
+        return known[1]
+
+    def signatures(sigs: Sequence[object]) -> list[list[object]]:
+        return sorted(
+            [str(getattr(x, "where", "")), str(getattr(x, "name", "")),
+             getattr(getattr(x, "regex", None), "pattern", ""),
+             int(getattr(getattr(x, "regex", None), "flags", 0))]
+            for x in sigs
+        )  # fmt: skip
+
+    canonical = {
+        "dns": sorted(fingerprints.dns.items()),
+        "block_pages": signatures(fingerprints.block_pages),
+        "false_positives": signatures(fingerprints.false_positives),
+        "hosts": sorted(dict(getattr(fingerprints, "hosts", {})).items()),
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    if len(_DIGESTS) > 64:
+        _DIGESTS.clear()
+    _DIGESTS[id(fingerprints)] = (fingerprints, digest)
+    return digest
+
+
+def judged_with(
+    fingerprints: FingerprintSet, throttle_ratio: float, control: str | None
+) -> JudgedWith:
+    """The record's ``judged_with`` block for a judgement under these rules."""
+    return JudgedWith(fingerprint_digest(fingerprints), throttle_ratio, control)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +114,7 @@ class JudgingContext:
             control_canaries=canaries.get(name, ()) if name is not None and not is_control else (),
             peers=[p for p in same_target if p.vantage not in (obs.vantage, name)],
         )
-        return Result(obs, j.verdict, j.reason, control=control, version=version)
+        return Result(
+            obs, j.verdict, j.reason, control=control, version=version,
+            judged_with=judged_with(self.fingerprints, self.throttle_ratio, self.control),
+        )  # fmt: skip

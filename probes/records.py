@@ -48,6 +48,7 @@ __all__ = [
     "EncodedRecord",
     "HTTPHop",
     "HTTPStage",
+    "JudgedWith",
     "Measurement",
     "Result",
     "StageRecord",
@@ -250,6 +251,40 @@ def _stages_dict(stages: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class JudgedWith:
+    """What a verdict was judged with, kept in the record so that a log re-judged without
+    its config gives the same verdicts (`lifeline classify`, docs/data.md).
+
+    ``fingerprints`` is the digest of the whole fingerprint set (built-in and the
+    config's); the config's own fingerprints are written once beside the log, in
+    ``fingerprints-<digest>.json``, rather than in every record.
+    """
+
+    fingerprints: str  # "sha256:<hex>"
+    throttle_ratio: float
+    control: str | None  # the control vantage's name, if the config had one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprints": self.fingerprints,
+            "throttle_ratio": self.throttle_ratio,
+            "control": self.control,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JudgedWith | None:
+        """The block of a record, or None when it is absent or not one (older records)."""
+        if not isinstance(data, dict):
+            return None
+        digest, ratio, control = (
+            data.get("fingerprints"), data.get("throttle_ratio"), data.get("control"),
+        )  # fmt: skip
+        if not isinstance(digest, str) or not isinstance(ratio, int | float):
+            return None
+        return cls(digest, float(ratio), control if isinstance(control, str) else None)
+
+
 @dataclass(slots=True)
 class Result:
     """A measurement with its verdict: one line of `check --format jsonl`."""
@@ -262,6 +297,7 @@ class Result:
     # set on records imported from OONI (`lifeline import ooni`, docs/ooni.md): who
     # measured, where, and OONI's own conclusion; absent on lifeline's own records
     ooni: dict[str, Any] | None = None
+    judged_with: JudgedWith | None = None  # absent in records older than it
 
     def to_dict(self) -> dict[str, Any]:
         m = self.measurement
@@ -288,6 +324,8 @@ class Result:
         out["control"] = self.control.to_dict() if self.control is not None else None
         if self.ooni is not None:
             out["ooni"] = dict(self.ooni)
+        if self.judged_with is not None:
+            out["judged_with"] = self.judged_with.to_dict()
         return out
 
     @classmethod
@@ -301,6 +339,7 @@ class Result:
             control=Measurement.from_dict(ctl) if ctl else None,
             version=data.get("lifeline_version", ""),
             ooni=data["ooni"] if isinstance(data.get("ooni"), dict) else None,
+            judged_with=JudgedWith.from_dict(data.get("judged_with")),
         )
 
 

@@ -17,6 +17,7 @@ from probes.classify import classify
 from probes.defaults import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY  # re-exported
 from probes.defaults import DEFAULT_PER_VANTAGE as DEFAULT_PER_VANTAGE  # re-exported
 from probes.fingerprints import FingerprintSet
+from probes.judge import judged_with
 from probes.measurer import Job, Measurer, measurer_for
 from probes.model import CANARY_SERVICE, Config
 from probes.records import DNSStage, HTTPStage, Measurement, Result, TLSStage
@@ -155,7 +156,10 @@ def judge(
         control_canaries=control_canaries,
         peers=peers,
     )
-    return Result(obs, j.verdict, j.reason, control=ctl, version=__version__)
+    return Result(
+        obs, j.verdict, j.reason, control=ctl, version=__version__,
+        judged_with=judged_with(fingerprints, throttle_ratio, control),
+    )  # fmt: skip
 
 
 ProgressFn = Callable[[int, int], None]

@@ -352,6 +352,66 @@ def test_classify_jsonl_prints_the_records_judged_again(
     assert err.strip().splitlines()[-1] == f"{len(results)} records, 4 changed"
 
 
+@pytest.fixture()
+def judged_log(tmp_path: Path) -> tuple[Path, list[Result]]:
+    """A log as serve writes it: records that say what judged them, the config's own
+    fingerprints (an injected address, 127.0.0.9) written beside the log."""
+    from exporter.judgefile import write_fingerprints
+    from probes.judge import judged_with
+    from probes.model import Fingerprints
+
+    extra = Fingerprints(dns_addresses=("127.0.0.9",))
+    fingerprints = FingerprintSet.build(extra)
+    said = judged_with(fingerprints, 0.25, "control")
+    results: list[Result] = []
+    for minute in range(4):
+        for r in _judge(_round(T0 + 60 * minute + 5, ir_canary_down=minute == 2), fingerprints):
+            r.judged_with = said
+            results.append(r)
+    path = tmp_path / "log" / "probe.jsonl"
+    path.parent.mkdir()
+    append_results(path, results)
+    write_fingerprints(path.parent, extra)
+    return path, results
+
+
+def test_classify_without_a_config_reproduces_a_log_judged_with_one(
+    judged_log: tuple[Path, list[Result]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, results = judged_log
+    assert sum(r.verdict is Verdict.DNS_BLOCKED for r in results) == 4  # the config's address
+    code, out, err = _run(capsys, "classify", str(path))
+    assert (code, err) == (0, "")
+    assert out.strip().splitlines() == [f"{len(results)} records, 0 changed"]
+
+
+def test_classify_says_when_the_configs_fingerprints_are_not_beside_the_log(
+    judged_log: tuple[Path, list[Result]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, results = judged_log
+    (kept,) = path.parent.glob("fingerprints-*.json")
+    kept.unlink()
+    code, out, err = _run(capsys, "classify", str(path))
+    assert code == 1 and out.strip().splitlines()[-1] == f"{len(results)} records, 4 changed"
+    digest = results[0].judged_with.fingerprints if results[0].judged_with else ""
+    assert digest in err and kept.name in err and "built-in fingerprints" in err
+
+
+def test_classify_with_a_config_names_the_settings_that_changed(
+    judged_log: tuple[Path, list[Result]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = judged_log
+    config = _config(tmp_path, extra="defaults:\n  throttle_ratio: 0.5\n")
+    code, out, _ = _run(capsys, "classify", "-c", str(config), str(path))
+    assert code == 1
+    changed = out.strip().splitlines()[:-1]
+    assert len(changed) == 4 and all("dns_blocked -> ok" in line for line in changed)
+    assert all(
+        line.endswith("; throttle_ratio 0.25 -> 0.5]") and "[changed: fingerprints sha256:" in line
+        for line in changed
+    ), changed
+
+
 def test_classify_reports_bad_lines_and_goes_on(
     recorded_log: tuple[Path, list[Result]],
     tmp_path: Path,

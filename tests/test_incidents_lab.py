@@ -128,3 +128,19 @@ def test_the_command_on_the_lab_store(
     assert "vantage_down" in table[1] and "shutdown" in table[1]
     mine = json.loads(run("--ongoing", "--vantage", "shutdown", "--format", "json"))
     assert keys(mine)[0] == ("vantage_down", None, "shutdown")
+
+
+def test_classify_without_the_config_reproduces_serves_log(
+    served: Served, settled: dict[str, Any]
+) -> None:
+    """The lab's config has a fingerprint of its own (its censor's DNS answer): serve keeps
+    it beside the log, and every record says what judged it, so the log re-judged with no
+    config gives every recorded verdict again (issue 16)."""
+    (log,) = served.data_dir.glob("lifeline-*.jsonl")
+    assert list(served.data_dir.glob("fingerprints-*.json"))  # the config's own, kept
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "classify", str(log)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=served.data_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert proc.stdout.strip().endswith(" changed") and ", 0 changed" in proc.stdout

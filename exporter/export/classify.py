@@ -12,16 +12,19 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from exporter.export.common import EXIT_FOUND, EXIT_OK, EXIT_USAGE, load_config
+from exporter.judgefile import file_for, read_fingerprints
 from exporter.logs import BadLine, read_lines
-from probes.judge import JudgingContext
+from probes.fingerprints import FingerprintSet
+from probes.judge import JudgingContext, fingerprint_digest
 from probes.model import CANARY_SERVICE
-from probes.records import Measurement, Result
+from probes.records import JudgedWith, Measurement, Result
 from probes.timefmt import parse_rfc3339
 
-__all__ = ["Reclassified", "reclassify", "run_classify"]
+__all__ = ["Reclassified", "Rules", "reclassify", "run_classify"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,8 @@ class Reclassified:
     new: str
     reason: str
     result: Result | None = None  # the record as judged again (what --format jsonl prints)
+    #: with -c: the settings that differ from what the record was judged with
+    settings: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -49,8 +54,69 @@ class _Round:
     items: list[tuple[int, Result]] = field(default_factory=list)
 
 
+class Rules:
+    """Which rules judge each record again.
+
+    With a config (``-c``), its rules for every record, and for each changed one the
+    settings that differ from those the record says it was judged with. Without one,
+    each record's own ``judged_with``: its throttle ratio and control, and its
+    fingerprint set, the built-in one or the config's part written beside the log
+    (``fingerprints-<digest>.json``, :mod:`exporter.judgefile`) in ``beside``. A
+    record older than ``judged_with`` gets the built-in rules. The control vantage,
+    when no rule names it, is learnt from the records' ``control`` measurements.
+    """
+
+    def __init__(self, config: JudgingContext | None, beside: Path | None = None) -> None:
+        self.config, self.beside = config, beside
+        self.learnt: str | None = None
+        #: digests of fingerprint sets neither built in nor found beside the log
+        self.missing: set[str] = set()
+        self._own: dict[JudgedWith, JudgingContext] = {}
+
+    def learn(self, result: Result) -> None:
+        if self.learnt is None and result.control is not None:
+            self.learnt = result.control.vantage
+
+    def context(self, result: Result) -> JudgingContext:
+        if self.config is not None:
+            if self.config.control is None and self.learnt is not None:
+                return dataclasses.replace(self.config, control=self.learnt)
+            return self.config
+        said = result.judged_with
+        if said is None:
+            return JudgingContext(control=self.learnt)
+        found = self._own.get(said)
+        if found is None:
+            fingerprints = read_fingerprints(self.beside or Path("."), said.fingerprints)
+            if fingerprints is None:
+                self.missing.add(said.fingerprints)
+                fingerprints = FingerprintSet.build()
+            found = JudgingContext(fingerprints, said.throttle_ratio, said.control or self.learnt)
+            self._own[said] = found
+        return found
+
+    def differences(self, result: Result) -> tuple[str, ...]:
+        """With a config: each setting it changes from what ``result`` was judged with."""
+        said, now = result.judged_with, self.config
+        if now is None or said is None:
+            return ()
+        out = []
+        digest = fingerprint_digest(now.fingerprints)
+        if said.fingerprints != digest:
+            out.append(f"fingerprints {_short(said.fingerprints)} -> {_short(digest)}")
+        if said.throttle_ratio != now.throttle_ratio:
+            out.append(f"throttle_ratio {said.throttle_ratio:g} -> {now.throttle_ratio:g}")
+        if now.control is not None and said.control != now.control:
+            out.append(f"control {said.control or '(none)'} -> {now.control}")
+        return tuple(out)
+
+
+def _short(digest: str) -> str:
+    return digest[: len("sha256:") + 12]
+
+
 def reclassify(
-    stream: IO[bytes], judging: JudgingContext, *, bad_lines: list[BadLine] | None = None
+    stream: IO[bytes], rules: Rules | JudgingContext, *, bad_lines: list[BadLine] | None = None
 ) -> Iterator[Reclassified]:
     """Judge every record of a JSONL stream again, in rounds of one minute.
 
@@ -58,23 +124,24 @@ def reclassify(
     vantage in it are that vantage's canaries, and the other vantages'
     records of the same target are its peers. A round is judged once the
     log has moved two minutes past it, so memory holds a few minutes of
-    records, not the log. ``judging.control`` names the control vantage (when
-    None, it is learnt from the records' ``control`` measurements). Unreadable
+    records, not the log. ``rules`` says which rules judge each record
+    (:class:`Rules`; a :class:`JudgingContext` judges them all). Unreadable
     lines are appended to ``bad_lines`` and skipped.
     """
+    if isinstance(rules, JudgingContext):
+        rules = Rules(rules)
     rounds: dict[int, _Round] = {}
     for lineno, item in read_lines(stream):
         result = _parse(lineno, item, bad_lines)
         if result is None:
             continue
-        if judging.control is None and result.control is not None:
-            judging = dataclasses.replace(judging, control=result.control.vantage)
+        rules.learn(result)
         minute = int(parse_rfc3339(result.measurement.time) // 60)
         rounds.setdefault(minute, _Round()).items.append((lineno, result))
         for done in [k for k in rounds if k < minute - 1]:
-            yield from _judge_round(rounds.pop(done), judging)
+            yield from _judge_round(rounds.pop(done), rules)
     for key in sorted(rounds):
-        yield from _judge_round(rounds[key], judging)
+        yield from _judge_round(rounds[key], rules)
 
 
 def _parse(lineno: int, item: dict[str, Any] | BadLine, bad: list[BadLine] | None) -> Result | None:
@@ -95,7 +162,7 @@ def _parse(lineno: int, item: dict[str, Any] | BadLine, bad: list[BadLine] | Non
     return result
 
 
-def _judge_round(batch: _Round, judging: JudgingContext) -> Iterator[Reclassified]:
+def _judge_round(batch: _Round, rules: Rules) -> Iterator[Reclassified]:
     canaries: dict[str, list[Measurement]] = {}
     by_target: dict[tuple[str, str], list[Measurement]] = {}
     for _, r in batch.items:
@@ -105,12 +172,13 @@ def _judge_round(batch: _Round, judging: JudgingContext) -> Iterator[Reclassifie
             canaries.setdefault(m.vantage, []).append(m)
     for lineno, r in sorted(batch.items, key=lambda item: item[0]):
         m = r.measurement
-        again = judging.judge(
+        again = rules.context(r).judge(
             m, control=r.control, canaries=canaries, same_target=by_target[(m.service, m.target)]
         )
+        changed = again.verdict != r.verdict
         yield Reclassified(
             lineno, m.service, m.target, m.vantage, r.verdict.value, again.verdict.value,
-            again.reason, again,
+            again.reason, again, rules.differences(r) if changed else (),
         )  # fmt: skip
 
 
@@ -128,7 +196,8 @@ def run_classify(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     if args.config and config is None:
         return EXIT_USAGE
-    judging = JudgingContext.from_config(config)
+    beside = None if args.file == "-" else Path(args.file).parent
+    rules = Rules(JudgingContext.from_config(config) if config is not None else None, beside)
     bad: list[BadLine] = []
     total = changed = bad_lines = 0
     try:
@@ -140,15 +209,16 @@ def run_classify(args: argparse.Namespace) -> int:
     # with --format jsonl, stdout carries the re-judged records and the report goes to stderr
     report = sys.stderr if records else sys.stdout
     try:
-        for item in reclassify(stream, judging, bad_lines=bad):
+        for item in reclassify(stream, rules, bad_lines=bad):
             total += 1
             if records and item.result is not None:
                 sys.stdout.write(json.dumps(item.result.to_dict(), separators=(",", ":")) + "\n")
             if item.changed:
                 changed += 1
+                since = f" [changed: {'; '.join(item.settings)}]" if item.settings else ""
                 print(
                     f"line {item.lineno}: {item.target} from {item.vantage}: "
-                    f"{item.old} -> {item.new} ({item.reason})",
+                    f"{item.old} -> {item.new} ({item.reason}){since}",
                     file=report,
                 )
             bad_lines += _report_bad(args.file, bad)
@@ -159,6 +229,14 @@ def run_classify(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    for digest in sorted(rules.missing):
+        print(
+            f"lifeline: {args.file}: records were judged with fingerprint set {digest}, "
+            f"whose {file_for('.', digest).name} is not beside the log (nor is it the "
+            "built-in set of this version): they were judged again with the built-in "
+            "fingerprints",
+            file=sys.stderr,
+        )
     summary = f"{total} records, {changed} changed"
     if bad_lines:
         summary += f", {bad_lines} unreadable lines skipped"
