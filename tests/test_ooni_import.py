@@ -453,3 +453,27 @@ async def test_the_page_command_names_a_missing_store(
     assert await serve_page(tmp_path / "nothing", "127.0.0.1:0") == 2
     assert f"no store at {tmp_path / 'nothing' / 'lifeline.db'}" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
+
+
+def test_test_keys_alone_import_only_with_a_measurement_uid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OONI's own test data keeps some measurements as their test_keys alone; the file's
+    name (or an Explorer link in a comment) gives the uid, and so the time and country."""
+    keys = _measurement(input="https://news.example/")["test_keys"]
+    named = tmp_path / "20240102030405.123456_IR_webconnectivity_0123abcd.json"
+    named.write_text(json.dumps(keys))
+    linked = tmp_path / "saved.jsonc"
+    linked.write_text(
+        "// https://explorer.ooni.org/m/20240102030405.123456_KZ_webconnectivity_0123abcd\n"
+        + json.dumps(keys)
+    )
+    bare = tmp_path / "keys.json"
+    bare.write_text(json.dumps(keys))
+    code, out, err = _run(capsys, "import", "ooni", str(named), str(linked), str(bare))
+    assert code == 1
+    records = _records(out)
+    assert [r["ooni"]["probe_cc"] for r in records] == ["IR", "KZ"]
+    assert all(r["time"].startswith("2024-01-02T03:04:05") for r in records)
+    assert all(r["target"] == keys["requests"][-1]["request"]["url"] for r in records)
+    assert f"{bare}: skipped: not an OONI measurement: no test_name (an object of test_keys" in err

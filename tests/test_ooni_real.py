@@ -54,8 +54,11 @@ def _raw(path: str) -> Any:
 
 
 def _is_measurement(path: str) -> bool:
-    """A web_connectivity measurement, bare or inside the API's / a saved answer's wrapping."""
+    """A web_connectivity measurement, bare or inside the API's / a saved answer's wrapping,
+    or its test_keys alone in a file named by its measurement uid."""
     item = _raw(path)
+    if isinstance(item, dict) and "test_name" not in item and "control" in item:
+        return "_webconnectivity_" in Path(path).name
     for key in ("body", "raw_measurement"):
         if isinstance(item, dict) and "test_name" not in item and key in item:
             item = item[key]
@@ -93,15 +96,26 @@ def test_every_web_connectivity_file_imports_as_one_record_that_validates(
         assert item.record["vantage"].startswith(f"ooni-{str(ooni['probe_cc']).lower()}-")
 
 
-def test_what_is_not_a_measurement_is_skipped_by_name(
+def test_every_file_of_the_folder_imports(imported: dict[str, Imported | Skipped]) -> None:
+    skipped = {path: item.why for path, item in imported.items() if isinstance(item, Skipped)}
+    assert not skipped
+
+
+def test_a_bare_test_keys_object_imports_by_its_measurement_uid(
     imported: dict[str, Imported | Skipped],
 ) -> None:
-    others = [path for path in FILES if not _is_measurement(path)]
-    assert others  # the folder holds a bare test_keys object (SOURCES.md: PK)
-    for path in others:
-        item = imported[path]
-        assert isinstance(item, Skipped)
-        assert "not an OONI measurement" in item.why
+    """The PK file (SOURCES.md) is test_keys alone: its input is the first request's URL,
+    its time and country those of the uid in its name (an Explorer link in it says the
+    same)."""
+    (path,) = [p for p in FILES if p.endswith(".jsonc") and "_PK_" in p]
+    item = imported[path]
+    assert isinstance(item, Imported)
+    record = item.record
+    assert record["target"] == "https://mask.icloud.com/"
+    assert record["time"].startswith("2023-07-06T18:38:40")
+    assert record["ooni"]["probe_cc"] == "PK"
+    uid = "20230706183840.201925_PK_webconnectivity_19f5e0d803cbaea7"
+    assert record["ooni"]["measurement_uid"] == uid
 
 
 def test_the_ooni_block_keeps_the_metadata_of_each_kind(
@@ -133,12 +147,10 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["import", "ooni", *measurements[:5]]) == 0
     out, _ = capsys.readouterr()
     assert len(out.splitlines()) == 5
-    assert main(["import", "ooni", *FILES]) == 1
+    assert main(["import", "ooni", *FILES]) == 0  # every file of the folder imports
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) == len(measurements)
-    for path in FILES:
-        if path not in measurements:
-            assert f"{path}: skipped:" in err
+    assert len(out.splitlines()) == len(measurements) == len(FILES)
+    assert "skipped" not in err
 
 
 def test_summary_table_over_the_folder(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,13 @@ def read_file(path: str) -> Iterator[tuple[str, dict[str, Any] | Skipped]]:
         except ValueError:
             yield from _jsonl(path, text)
             return
-    yield path, _measurement_or_skip(path, whole)
+    yield path, _measurement_or_skip(path, whole, around=f"{path}\n{text}")
 
 
 _UNPARSED = object()
+
+#: An OONI measurement's uid (measurement_uid, as in Explorer's /m/ links): its time and country.
+_UID = re.compile(r"\b(\d{8})(\d{6})\.\d+_([A-Z]{2})_webconnectivity_[0-9a-f]+\b")
 
 
 def _jsonl(path: str, text: str) -> Iterator[tuple[str, dict[str, Any] | Skipped]]:
@@ -82,11 +86,42 @@ def _jsonl(path: str, text: str) -> Iterator[tuple[str, dict[str, Any] | Skipped
     yield from out
 
 
-def _measurement_or_skip(source: str, item: Any) -> dict[str, Any] | Skipped:
+def _measurement_or_skip(source: str, item: Any, around: str = "") -> dict[str, Any] | Skipped:
     try:
-        return unwrap(item)
+        return unwrap(_whole_measurement(item, around))
     except NotWebConnectivity as exc:
         return Skipped(source, str(exc))
+
+
+def _whole_measurement(item: Any, around: str) -> Any:
+    """A bare web_connectivity ``test_keys`` object (as OONI's own test data keeps some)
+    made a measurement: its input is the first request's URL (or, with none, the one the
+    test helper was asked about, ``x_control_request``), its time and country those
+    of the measurement uid its file names (the name, or an Explorer link in a comment).
+    Anything else is returned as it is."""
+    if not isinstance(item, dict) or "test_name" in item or "control" not in item:
+        return item
+    requests = item.get("requests")
+    first = requests[-1] if isinstance(requests, list) and requests else None
+    url = (first.get("request") or {}).get("url") if isinstance(first, dict) else None
+    if not url:  # no request made: the URL the test helper was asked about
+        asked = item.get("x_control_request")
+        url = asked.get("http_request") if isinstance(asked, dict) else None
+    uid = _UID.search(around)
+    if not isinstance(url, str) or not url or uid is None:
+        return item  # unwrap says what it is
+    day, hms, cc = uid.groups()
+    return {
+        "test_name": "web_connectivity",
+        "input": url,
+        "measurement_start_time": f"{day[:4]}-{day[4:6]}-{day[6:]} "
+        f"{hms[:2]}:{hms[2:4]}:{hms[4:]}",
+        "probe_cc": cc,
+        "measurement_uid": uid.group(0),
+        # LTE (0.5) alone writes its x_blocking_flags; the patch level is not known
+        "test_version": "0.5" if "x_blocking_flags" in item else "0.4",
+        "test_keys": item,
+    }
 
 
 def unwrap(item: Any) -> dict[str, Any]:
