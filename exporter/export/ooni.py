@@ -107,7 +107,11 @@ def _ooni_tcp(tcp: TCPStage | None, start: float, control_ok: bool | None) -> li
     t = start
     for a in tcp.attempts if tcp is not None else ():
         duration = float(a.duration_s or 0.0)
+        if a.started_s is not None:  # raced (Happy Eyeballs): each attempt has its own start
+            t = start + float(a.started_s)
         blocked = None if control_ok is None else (a.failure is not None and control_ok)
+        if a.outcome in ("cancelled", "family_unavailable"):
+            blocked = None  # stopped by us, or never sent: says nothing of the path
         out.append(
             {
                 "ip": a.address,

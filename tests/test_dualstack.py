@@ -1,0 +1,282 @@
+"""Dual stack on loopback: Happy Eyeballs, per-family source addresses, and the
+families a vantage cannot use (issue 15).
+
+127.0.0.1 and ::1 are both loopback here. A family's path is made broken by
+what listens on its address: nothing (refused), or a listener whose accept
+queue is full, so that its SYNs are dropped and a connect hangs (a black hole,
+as a censor that drops packets makes it). Every vantage resolves through a
+fake resolver on 127.0.0.1; the system resolver is never asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from probes.failures import Failure
+from probes.interfaces import interface_addresses
+from probes.judge import JudgingContext
+from probes.measure import measure
+from probes.model import ResolverSpec, SourceAddress, Target, Vantage
+from probes.net import VantageNet
+from probes.records import Measurement, Result, TCPStage, Verdict
+from probes.tcp import CONNECTION_ATTEMPT_DELAY_S, eyeballs_order
+from tests.fakes import LOOPBACK, FakeDNS
+
+#: The whole measurement's budget: long enough that "after the timeout" and
+#: "after the attempt delay" can never be confused on a busy machine.
+TIMEOUT = 8.0
+_HOSTS = {"v4": "127.0.0.1", "v4b": "127.0.0.2", "v6": "::1"}
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+
+
+class Paths:
+    """One port on several loopback addresses, each ``listen`` (connects), ``hang``
+    (a full accept queue: SYNs dropped) or ``closed`` (refused)."""
+
+    def __init__(self, **modes: str) -> None:
+        self.modes = modes
+        self.sockets: list[socket.socket] = []
+        self.listeners: dict[str, socket.socket] = {}
+        self.port = 0
+
+    def open(self) -> Paths:
+        for _ in range(50):
+            try:
+                self._bind_all()
+                return self
+            except OSError:
+                self.close()
+        raise RuntimeError("no port free on every address")
+
+    def _bind_all(self) -> None:
+        port = 0
+        for key, mode in self.modes.items():
+            host = _HOSTS[key]
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sockets.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            if mode == "closed":
+                continue  # bound (the port stays ours) but not listening: refused
+            sock.listen(0 if mode == "hang" else 16)
+            self.listeners[key] = sock
+            if mode == "hang":
+                self._fill(family, host, port)
+        self.port = port
+
+    def _fill(self, family: int, host: str, port: int) -> None:
+        """Connections that sit in the accept queue, so that the next SYNs are dropped."""
+        for _ in range(3):
+            filler = socket.socket(family, socket.SOCK_STREAM)
+            self.sockets.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex((host, port))
+
+    def peer_of_next_accept(self, key: str) -> str:
+        """The source address of the first connection that reached ``key``."""
+        listener = self.listeners[key]
+        listener.settimeout(5)
+        conn, peer = listener.accept()
+        conn.close()
+        return str(peer[0])
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+        self.listeners.clear()
+
+
+@contextlib.contextmanager
+def paths(**modes: str) -> Iterator[Paths]:
+    p = Paths(**modes).open()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+async def resolver() -> AsyncIterator[FakeDNS]:
+    server = await FakeDNS(
+        {
+            "dual.lifeline.test": ["A 127.0.0.1", "AAAA ::1"],
+            "v6only.lifeline.test": ["AAAA ::1"],
+            "v4only.lifeline.test": ["A 127.0.0.1"],
+            "two4.lifeline.test": ["A 127.0.0.2", "A 127.0.0.1"],
+        }
+    ).start()
+    yield server
+    await server.close()
+
+
+def vantage(dns: FakeDNS, name: str = "v", source: SourceAddress | None = None) -> Vantage:
+    return Vantage(name, ResolverSpec("udp", LOOPBACK, dns.port), source=source)
+
+
+async def measured(v: Vantage, url: str) -> Measurement:
+    net = VantageNet(v, ca_file=None)
+    try:
+        return await measure(Target.parse(url), v, net, timeout=TIMEOUT, max_body_bytes=1000)
+    finally:
+        await net.aclose()
+
+
+async def judged(dns: FakeDNS, url: str, source: SourceAddress | None = None) -> Result:
+    """``url`` from a vantage bound to ``source``, judged against an unbound control."""
+    control = await measured(Vantage("control", ResolverSpec("udp", LOOPBACK, dns.port)), url)
+    obs = await measured(vantage(dns, source=source), url)
+    return JudgingContext(control="control").judge(obs, control=control, canaries={})
+
+
+def attempts(tcp: TCPStage | None) -> list[tuple[str, str | None, str | None, str | None]]:
+    assert tcp is not None
+    return [(a.address, a.family, a.outcome, a.failure) for a in tcp.attempts]
+
+
+def test_addresses_are_interleaved_ipv6_first() -> None:
+    order = eyeballs_order(["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1", "2001:db8::2"])
+    assert order == ["2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "192.0.2.3"]
+
+
+async def test_broken_ipv6_stays_ok_and_the_record_shows_ipv6_failed(resolver: FakeDNS) -> None:
+    with paths(v6="closed", v4="listen") as p:
+        result = await judged(resolver, f"tcp://dual.lifeline.test:{p.port}")
+    assert result.verdict == Verdict.OK, result.reason
+    assert attempts(result.measurement.record(TCPStage)) == [
+        ("::1", "ipv6", "failed", Failure.CONNECTION_REFUSED),
+        ("127.0.0.1", "ipv4", "connected", None),
+    ]
+
+
+async def test_blackholed_ipv6_costs_the_attempt_delay_not_the_timeout(
+    resolver: FakeDNS,
+) -> None:
+    with paths(v6="hang", v4="listen") as p:
+        result = await judged(resolver, f"tcp://dual.lifeline.test:{p.port}")
+    assert result.verdict == Verdict.OK, result.reason
+    tcp = result.measurement.record(TCPStage)
+    assert attempts(tcp) == [
+        ("::1", "ipv6", "cancelled", Failure.INTERRUPTED),  # still trying when IPv4 won
+        ("127.0.0.1", "ipv4", "connected", None),
+    ]
+    assert tcp is not None
+    v6, v4 = tcp.attempts
+    assert v6.started_s is not None and v4.started_s is not None
+    # IPv4 started once the attempt delay had passed, long before the timeout would have
+    assert CONNECTION_ATTEMPT_DELAY_S - 0.01 <= v4.started_s - v6.started_s < TIMEOUT / 2
+    assert tcp.address == "127.0.0.1"
+
+
+async def test_blocked_ipv4_is_bypassed_by_ipv6_without_waiting_for_it(
+    resolver: FakeDNS,
+) -> None:
+    with paths(v6="listen", v4="hang") as p:
+        result = await judged(resolver, f"tcp://dual.lifeline.test:{p.port}")
+    assert result.verdict == Verdict.OK, result.reason
+    tcp = result.measurement.record(TCPStage)
+    assert tcp is not None and tcp.address == "::1"
+    first = tcp.attempts[0]
+    assert (first.address, first.outcome) == ("::1", "connected")
+    assert first.started_s is not None and first.started_s < TIMEOUT / 2
+    assert all(a.outcome != "failed" for a in tcp.attempts)  # IPv4 never waited out
+
+
+async def test_a_blocked_address_does_not_wait_out_the_timeout(resolver: FakeDNS) -> None:
+    """Within one family too: the second address starts after the delay, not the timeout."""
+    with paths(v4b="hang", v4="listen") as p:
+        result = await judged(resolver, f"tcp://two4.lifeline.test:{p.port}")
+    assert result.verdict == Verdict.OK, result.reason
+    tcp = result.measurement.record(TCPStage)
+    assert attempts(tcp) == [
+        ("127.0.0.2", "ipv4", "cancelled", Failure.INTERRUPTED),
+        ("127.0.0.1", "ipv4", "connected", None),
+    ]
+    assert tcp is not None
+    second = tcp.attempts[1].started_s
+    assert second is not None and CONNECTION_ATTEMPT_DELAY_S - 0.01 <= second < TIMEOUT / 2
+
+
+async def test_ipv4_bound_vantage_calls_an_ipv6_only_service_no_blocking(
+    resolver: FakeDNS,
+) -> None:
+    with paths(v6="listen") as p:
+        result = await judged(
+            resolver, f"tcp://v6only.lifeline.test:{p.port}", SourceAddress(ipv4="127.0.0.1")
+        )
+    assert result.verdict == Verdict.ERROR, result.reason
+    assert "IPv6" in result.reason and "not blocking" in result.reason
+    tcp = result.measurement.record(TCPStage)
+    assert attempts(tcp) == [("::1", "ipv6", "family_unavailable", "address_family_not_supported")]
+    assert tcp is not None and set(tcp.families_unavailable) == {"ipv6"}
+    assert result.control is not None and result.control.record(TCPStage).ok  # type: ignore[union-attr]
+
+
+async def test_ipv6_bound_vantage_with_an_ipv4_resolver_is_not_dns_blocked(
+    resolver: FakeDNS,
+) -> None:
+    with paths(v4="listen") as p:
+        result = await judged(
+            resolver, f"tcp://v4only.lifeline.test:{p.port}", SourceAddress(ipv6="::1")
+        )
+    assert result.verdict == Verdict.ERROR, result.reason
+    dns = result.measurement.dns
+    assert dns is not None and dns.failure == "address_family_not_supported"
+    assert "not blocking" in result.reason
+
+
+async def test_ipv4_and_ipv6_source_addresses_bind_each_family(resolver: FakeDNS) -> None:
+    """One address per family: IPv4 sockets bind the IPv4 one (seen by the server)."""
+    source = SourceAddress(ipv4="127.0.0.2", ipv6="::1")
+    with paths(v4="listen") as p:
+        obs = await measured(
+            vantage(resolver, source=source), f"tcp://v4only.lifeline.test:{p.port}"
+        )
+        assert obs.tcp is not None and obs.tcp.ok
+        assert p.peer_of_next_accept("v4") == "127.0.0.2"
+    with paths(v6="listen") as p:
+        obs = await measured(
+            vantage(resolver, source=source), f"tcp://v6only.lifeline.test:{p.port}"
+        )
+        assert obs.tcp is not None and obs.tcp.ok and obs.tcp.address == "::1"
+
+
+async def test_a_vantage_bound_to_an_interface_uses_its_addresses(resolver: FakeDNS) -> None:
+    assert (interface_addresses("lo").ipv4, interface_addresses("lo").ipv6) == ("127.0.0.1", "::1")
+    with paths(v6="closed", v4="listen") as p:
+        obs = await measured(
+            vantage(resolver, source=SourceAddress(interface="lo")),
+            f"tcp://dual.lifeline.test:{p.port}",
+        )
+    assert attempts(obs.tcp) == [
+        ("::1", "ipv6", "failed", Failure.CONNECTION_REFUSED),
+        ("127.0.0.1", "ipv4", "connected", None),
+    ]
+
+
+async def test_a_bound_address_the_host_lacks_is_a_local_limit(resolver: FakeDNS) -> None:
+    """A source address this host does not have (192.0.2.77: TEST-NET) cannot be bound:
+    the family is unusable here, which is not blocking either."""
+    with paths(v4="listen") as p:
+        result = await judged(
+            resolver, f"tcp://v4only.lifeline.test:{p.port}", SourceAddress(ipv4="192.0.2.77")
+        )
+    assert result.verdict == Verdict.ERROR, result.reason
