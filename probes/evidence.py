@@ -131,6 +131,9 @@ class TCPStage:
     # family ("ipv4", "ipv6") -> why this vantage could not use it (no source address
     # of that family, no route for it here, ...): a local limitation, never blocking
     families_unavailable: dict[str, str] = field(default_factory=dict)
+    # with the vantage's connect_every_address, after the measurement failed: one connect
+    # to each address the race left unsettled (at most MAX_EVERY_ADDRESS, tcp.py)
+    every_address: list[TCPAttempt] = field(default_factory=list)
 
 
 # --- TLS ---------------------------------------------------------------------

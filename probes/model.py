@@ -223,6 +223,9 @@ class Vantage:
     agent: Agent | None = None  # measured by a remote agent (docs/agents.md), not from here
     # seconds the DNS stage listens for further UDP replies after the first (0: off)
     dns_window: float = DEFAULT_DNS_WINDOW_S
+    # after a failed measurement, connect once to every address of the target that the
+    # TCP stage's race left untried (TCPStage.every_address)
+    connect_every_address: bool = False
 
     @property
     def source_address(self) -> str | None:

@@ -36,11 +36,21 @@ from probes.evidence import DNSStage, TCPAttempt, TCPStage
 from probes.failures import LOCAL_FAILURES, Failure, unknown
 from probes.net import CountingSocket, OpenConnection, StageContext
 
-__all__ = ["CONNECTION_ATTEMPT_DELAY_S", "MAX_ATTEMPTS", "eyeballs_order", "tcp_stage"]
+__all__ = [
+    "CONNECTION_ATTEMPT_DELAY_S",
+    "MAX_ATTEMPTS",
+    "MAX_EVERY_ADDRESS",
+    "connect_every_address",
+    "eyeballs_order",
+    "tcp_stage",
+]
 
 #: Addresses tried per measurement: enough to see "every address fails" on both
 #: families, few enough that a long answer list cannot exhaust the budget.
 MAX_ATTEMPTS = 4
+#: Addresses connected to after a failure with ``connect_every_address`` (bounded:
+#: an answer of hundreds must not become hundreds of sockets).
+MAX_EVERY_ADDRESS = 16
 #: RFC 8305 §5's recommended Connection Attempt Delay.
 CONNECTION_ATTEMPT_DELAY_S = 0.25
 
@@ -102,6 +112,37 @@ async def tcp_stage(ctx: StageContext) -> TCPStage:
     )
 
 
+async def connect_every_address(ctx: StageContext, stop: frozenset[str] = frozenset()) -> None:
+    """After a failed measurement: connect to every address the race left unsettled.
+
+    The vantage option ``connect_every_address`` (docs/config.md). Each address
+    of the DNS answer that no attempt of the race connected to, failed at or
+    found unusable (never tried, or cancelled) is connected to once, all at
+    the same time within what is left of the deadline, and closed at once;
+    each result goes into ``TCPStage.every_address``. It tells "this address
+    is blocked" from "every address is" (IP blocking), and where TLS or HTTP
+    failed, whether the other addresses answer at all. Known injected
+    addresses (``stop``) are never connected to.
+    """
+    tcp, dns = ctx.measurement.record(TCPStage), ctx.measurement.record(DNSStage)
+    if tcp is None or dns is None or ctx.deadline.remaining() <= 0:
+        return
+    settled = {a.address for a in tcp.attempts if a.outcome != CANCELLED}
+    wanted = [a for a in eyeballs_order(dns.addresses) if a not in settled and a not in stop]
+    race = _Race(ctx, tcp.port, time.monotonic())
+    for address in wanted[:MAX_EVERY_ADDRESS]:
+        race._start(address)
+    try:
+        while race._running():
+            done, _ = await asyncio.wait({a.task for a in race._running()})
+            race._settle(done, keep=False)
+    finally:
+        await race.stop()
+    tcp.every_address = [a.record for a in race.attempts if a.record is not None]
+    for family, why in race.unavailable.items():
+        tcp.families_unavailable.setdefault(family, why)
+
+
 class _Race:
     """The attempts of one stage: started in order, staggered, the first to connect wins."""
 
@@ -142,8 +183,11 @@ class _Race:
     def _running(self) -> list[_Attempt]:
         return [a for a in self.attempts if a.record is None]
 
-    def _settle(self, done: set[asyncio.Task[CountingSocket]]) -> _Attempt | None:
-        """Record the attempts that ended; the first (in start order) that connected wins."""
+    def _settle(
+        self, done: set[asyncio.Task[CountingSocket]], keep: bool = True
+    ) -> _Attempt | None:
+        """Record the attempts that ended; the first (in start order) that connected wins
+        (with ``keep=False`` none does: each connected socket is closed)."""
         winner = None
         for attempt in self.attempts:
             if attempt.task not in done or attempt.record is not None:
@@ -152,7 +196,7 @@ class _Race:
             if exc is None:
                 attempt.sock = attempt.task.result()
                 attempt.record = self._record(attempt, CONNECTED, None)
-                if winner is None:
+                if winner is None and keep:
                     winner = attempt
                 else:  # connected in the same instant as the winner: not needed
                     attempt.sock.close()

@@ -532,7 +532,7 @@ services:
         "vantages[0].resolver: 'resolver.example': not an IP address: name a resolver by its "
         "address, since lifeline never asks the system resolver where a resolver is (line 6)",
         "vantages[0].colour: unknown key (known: name, control, resolver, proxy, source_address, "
-        "country, timezone, agent, dns_window) (line 7)",
+        "country, timezone, agent, dns_window, connect_every_address) (line 7)",
         "services[0].targets[0]: unsupported scheme 'gopher' in 'gopher://example.test/': use "
         "one of https://, http://, tls://, tcp://, dns:// (line 10)",
     ]

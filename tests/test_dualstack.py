@@ -29,7 +29,14 @@ from tests.fakes import LOOPBACK, FakeDNS
 #: The whole measurement's budget: long enough that "after the timeout" and
 #: "after the attempt delay" can never be confused on a busy machine.
 TIMEOUT = 8.0
-_HOSTS = {"v4": "127.0.0.1", "v4b": "127.0.0.2", "v6": "::1"}
+_HOSTS = {
+    "v4": "127.0.0.1",
+    "v4b": "127.0.0.2",
+    "v4c": "127.0.0.3",
+    "v4d": "127.0.0.4",
+    "v4e": "127.0.0.5",
+    "v6": "::1",
+}
 
 
 def _has_ipv6_loopback() -> bool:
@@ -122,14 +129,19 @@ async def resolver() -> AsyncIterator[FakeDNS]:
             "v6only.lifeline.test": ["AAAA ::1"],
             "v4only.lifeline.test": ["A 127.0.0.1"],
             "two4.lifeline.test": ["A 127.0.0.2", "A 127.0.0.1"],
+            "many.lifeline.test": [f"A 127.0.0.{i}" for i in range(1, 6)] + ["AAAA ::1"],
         }
     ).start()
     yield server
     await server.close()
 
 
-def vantage(dns: FakeDNS, name: str = "v", source: SourceAddress | None = None) -> Vantage:
-    return Vantage(name, ResolverSpec("udp", LOOPBACK, dns.port), source=source)
+def vantage(
+    dns: FakeDNS, name: str = "v", source: SourceAddress | None = None, every: bool = False
+) -> Vantage:
+    return Vantage(
+        name, ResolverSpec("udp", LOOPBACK, dns.port), source=source, connect_every_address=every
+    )
 
 
 async def measured(v: Vantage, url: str) -> Measurement:
@@ -280,3 +292,30 @@ async def test_a_bound_address_the_host_lacks_is_a_local_limit(resolver: FakeDNS
             resolver, f"tcp://v4only.lifeline.test:{p.port}", SourceAddress(ipv4="192.0.2.77")
         )
     assert result.verdict == Verdict.ERROR, result.reason
+
+
+async def test_connect_every_address_records_each_address_of_a_failing_target(
+    resolver: FakeDNS,
+) -> None:
+    """Six addresses, all refused: the race tries four, the option connects the other two."""
+    modes = dict.fromkeys(["v6", "v4", "v4b", "v4c", "v4d", "v4e"], "closed")
+    url_of = "tcp://many.lifeline.test:{}"
+    with paths(**modes) as p:
+        url = url_of.format(p.port)
+        plain = await measured(vantage(resolver), url)
+        every = await measured(vantage(resolver, every=True), url)
+    assert plain.tcp is not None and every.tcp is not None
+    assert plain.tcp.every_address == []
+    raced = [a.address for a in every.tcp.attempts]
+    assert raced == ["::1", "127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    assert [(a.address, a.outcome, a.failure) for a in every.tcp.every_address] == [
+        ("127.0.0.4", "failed", Failure.CONNECTION_REFUSED),
+        ("127.0.0.5", "failed", Failure.CONNECTION_REFUSED),
+    ]
+    assert not every.tcp.ok and every.tcp.failure == Failure.CONNECTION_REFUSED
+
+
+async def test_connect_every_address_is_not_run_when_the_target_works(resolver: FakeDNS) -> None:
+    with paths(v6="listen", v4="listen") as p:
+        obs = await measured(vantage(resolver, every=True), f"tcp://dual.lifeline.test:{p.port}")
+    assert obs.tcp is not None and obs.tcp.ok and obs.tcp.every_address == []

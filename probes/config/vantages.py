@@ -28,14 +28,14 @@ from probes.model import Agent, ResolverSpec, SourceAddress, Vantage
 
 _VANTAGE_KEYS = (
     "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
-    "dns_window",
+    "dns_window", "connect_every_address",
 )  # fmt: skip
 _AGENT_KEYS = ("url", "vantage", "username", "password", "ca_file")
 _SOURCE_KEYS = ("ipv4", "ipv6", "interface")
 #: IFNAMSIZ less its NUL: the longest interface name Linux accepts.
 _MAX_INTERFACE_NAME = 15
 #: What a vantage measured by a remote agent cannot have: the agent's own config has them.
-_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address", "dns_window")
+_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address", "dns_window", "connect_every_address")
 
 
 def read_vantages(r: Reader, node: Node | None, root: Node) -> tuple[Vantage, ...] | None:
@@ -81,6 +81,7 @@ def _read_vantage(r: Reader, node: Node, path: str) -> Vantage | None:
         ("country", lambda n, p: _read_country(r, n, p)),
         ("timezone", lambda n, p: _read_timezone(r, n, p)),
         ("dns_window", lambda n, p: _read_dns_window(r, n, p)),
+        ("connect_every_address", lambda n, p: r.boolean(n, p)),
     ):
         if not is_null(fields.get(key)):
             values[key] = read(fields[key], f"{path}.{key}")
