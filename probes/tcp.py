@@ -42,6 +42,7 @@ __all__ = [
     "MAX_EVERY_ADDRESS",
     "connect_every_address",
     "eyeballs_order",
+    "race_connect",
     "tcp_stage",
 ]
 
@@ -91,10 +92,7 @@ async def tcp_stage(ctx: StageContext) -> TCPStage:
     addresses = eyeballs_order(dns.addresses if dns is not None else [])[:MAX_ATTEMPTS]
     port = ctx.target.port
     race = _Race(ctx, port, started)
-    try:
-        winner = await race.run(addresses)
-    finally:
-        await race.stop()
+    winner = await race.run_to_end(addresses)
     if winner is not None:
         assert winner.sock is not None
         ctx.close()
@@ -143,6 +141,18 @@ async def connect_every_address(ctx: StageContext, stop: frozenset[str] = frozen
         tcp.families_unavailable.setdefault(family, why)
 
 
+async def race_connect(
+    ctx: StageContext, addresses: list[str], port: int
+) -> tuple[CountingSocket, str]:
+    """A connected socket by the same race (for a redirect to another host): the socket
+    and its address; StageError with the race's failure when none connects."""
+    race = _Race(ctx, port, time.monotonic())
+    winner = await race.run_to_end(eyeballs_order(addresses)[:MAX_ATTEMPTS])
+    if winner is None or winner.sock is None:
+        raise StageError(_failure(race.ended) or Failure.TIMEOUT, f"cannot connect to port {port}")
+    return winner.sock, winner.address
+
+
 class _Race:
     """The attempts of one stage: started in order, staggered, the first to connect wins."""
 
@@ -151,6 +161,13 @@ class _Race:
         self.attempts: list[_Attempt] = []
         self.ended: list[TCPAttempt] = []  # failed attempts in the order they ended
         self.unavailable: dict[str, str] = {}  # family -> why this vantage cannot use it
+
+    async def run_to_end(self, addresses: list[str]) -> _Attempt | None:
+        """The race, and the losers stopped whatever happens."""
+        try:
+            return await self.run(addresses)
+        finally:
+            await self.stop()
 
     async def run(self, addresses: list[str]) -> _Attempt | None:
         waiting = list(addresses)

@@ -10,6 +10,7 @@ fake resolver on 127.0.0.1; the system resolver is never asked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -130,6 +131,7 @@ async def resolver() -> AsyncIterator[FakeDNS]:
             "v4only.lifeline.test": ["A 127.0.0.1"],
             "two4.lifeline.test": ["A 127.0.0.2", "A 127.0.0.1"],
             "many.lifeline.test": [f"A 127.0.0.{i}" for i in range(1, 6)] + ["AAAA ::1"],
+            "four4.lifeline.test": [f"A 127.0.0.{i}" for i in range(1, 5)] + ["AAAA ::1"],
         }
     ).start()
     yield server
@@ -319,3 +321,30 @@ async def test_connect_every_address_is_not_run_when_the_target_works(resolver: 
     with paths(v6="listen", v4="listen") as p:
         obs = await measured(vantage(resolver, every=True), f"tcp://dual.lifeline.test:{p.port}")
     assert obs.tcp is not None and obs.tcp.ok and obs.tcp.every_address == []
+
+
+async def test_http_goes_on_the_connection_the_race_made(resolver: FakeDNS) -> None:
+    """Four A answers and one AAAA: IPv6 wins the race (it starts first), and the HTTP
+    request travels on that very connection: one connection per measurement."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    modes = {"v6": "listen", "v4": "closed", "v4b": "closed", "v4c": "closed", "v4d": "closed"}
+    with paths(**modes) as p:
+        server = await asyncio.start_server(serve, sock=p.listeners["v6"])
+        try:
+            obs = await measured(vantage(resolver), f"http://four4.lifeline.test:{p.port}/")
+        finally:
+            server.close()
+            await server.wait_closed()
+    assert obs.tcp is not None and obs.tcp.address == "::1"
+    assert obs.http is not None and obs.http.ok and obs.http.status == 200, obs.http
+    assert connections == 1
