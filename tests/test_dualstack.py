@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from probes.failures import Failure
@@ -23,10 +26,20 @@ from probes.judge import JudgingContext
 from probes.measure import measure
 from probes.model import ResolverSpec, SourceAddress, Target, Vantage
 from probes.net import VantageNet
-from probes.records import Measurement, Result, TCPStage, Verdict
+from probes.records import (
+    DNSAnswer,
+    DNSQuery,
+    DNSStage,
+    Measurement,
+    Result,
+    TCPAttempt,
+    TCPStage,
+    Verdict,
+)
 from probes.tcp import CONNECTION_ATTEMPT_DELAY_S, eyeballs_order
 from tests.fakes import LOOPBACK, FakeDNS
 
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs" / "schema" / "measurement.schema.json"
 #: The whole measurement's budget: long enough that "after the timeout" and
 #: "after the attempt delay" can never be confused on a busy machine.
 TIMEOUT = 8.0
@@ -348,3 +361,123 @@ async def test_http_goes_on_the_connection_the_race_made(resolver: FakeDNS) -> N
     assert obs.tcp is not None and obs.tcp.address == "::1"
     assert obs.http is not None and obs.http.ok and obs.http.status == 200, obs.http
     assert connections == 1
+
+
+# --- judging recorded observations (pure) ---------------------------------------------------
+
+_URL = "tcp://v6only.lifeline.test:443"
+
+
+def _recorded(
+    vantage_name: str, *attempts_made: TCPAttempt, every_failed: bool = True
+) -> Measurement:
+    """A tcp:// measurement whose TCP stage made ``attempts_made`` (DNS answered them)."""
+    addresses = list(dict.fromkeys(a.address for a in attempts_made))
+    queries = [
+        DNSQuery(
+            q,
+            True,
+            None,
+            "NOERROR",
+            [DNSAnswer(q, a, 60) for a in addresses if (":" in a) == (q == "AAAA")],
+        )
+        for q in ("A", "AAAA")
+    ]
+    connected = next((a for a in attempts_made if a.ok), None)
+    unavailable = {
+        a.family: "no IPv6 source address (source_address: 127.0.0.1)"
+        for a in attempts_made
+        if a.outcome == "family_unavailable" and a.family
+    }
+    last = [a for a in attempts_made if a.outcome == "failed"] or list(attempts_made)
+    return Measurement(
+        target=_URL,
+        vantage=vantage_name,
+        time="2026-01-01T00:00:00Z",
+        dns=DNSStage(
+            True,
+            None,
+            0.01,
+            "v6only.lifeline.test",
+            "udp://127.0.0.1:53",
+            addresses=addresses,
+            queries=queries,
+        ),
+        tcp=TCPStage(
+            ok=connected is not None,
+            failure=None if connected is not None else last[-1].failure,
+            duration_s=0.01,
+            attempts=list(attempts_made),
+            address=connected.address if connected is not None else None,
+            port=443,
+            families_unavailable=unavailable,
+        ),
+    )
+
+
+_V6_UNUSABLE = TCPAttempt("::1", 443, False, "address_family_not_supported", 0.0, "ipv6", 0.0,
+                          "family_unavailable")  # fmt: skip
+_V6_OK = TCPAttempt("::1", 443, True, None, 0.001, "ipv6", 0.0, "connected")
+_V4_TIMEOUT = TCPAttempt("127.0.0.1", 443, False, Failure.TIMEOUT, 5.0, "ipv4", 0.0, "failed")
+
+
+def _judge(obs: Measurement, control: Measurement, canaries: list[Measurement] = []) -> Result:  # noqa: B006
+    return JudgingContext(control="control").judge(
+        obs, control=control, canaries={obs.vantage: canaries}
+    )
+
+
+def test_only_unusable_families_is_error_even_when_every_canary_fails_the_same_way() -> None:
+    """The canaries are IPv6-only too: they say nothing about the vantage being down."""
+    obs = _recorded("v", _V6_UNUSABLE)
+    canary = _recorded("v", _V6_UNUSABLE)
+    canary.target = "tcp://canary.lifeline.test:443"
+    result = _judge(obs, _recorded("control", _V6_OK), [canary])
+    assert result.verdict == Verdict.ERROR, result.reason
+    assert "cannot use IPv6" in result.reason and "no IPv6 source address" in result.reason
+
+
+def test_a_failing_usable_family_is_still_blocking() -> None:
+    """IPv6 unusable here, IPv4 tried and timed out while the control connects: that
+    IPv4 failure is the path's, and it is judged as before."""
+    obs = _recorded("v", _V6_UNUSABLE, _V4_TIMEOUT)
+    control = _recorded("control", _V6_OK, TCPAttempt("127.0.0.1", 443, True, None, 0.001))
+    result = _judge(obs, control)
+    assert result.verdict == Verdict.TCP_BLOCKED, result.reason
+    assert obs.tcp is not None and obs.tcp.failure == Failure.TIMEOUT
+
+
+def test_a_control_that_cannot_use_the_family_is_not_compared_with() -> None:
+    """The control is bound to IPv4 and the service is IPv6-only: its failure is no outage."""
+    control = _recorded("control", _V6_UNUSABLE)
+    reached = _judge(_recorded("v", _V6_OK), control)
+    assert reached.verdict == Verdict.OK, reached.reason
+    assert "could not measure it" in reached.reason
+    timed_out = _judge(_recorded("v", TCPAttempt("::1", 443, False, Failure.TIMEOUT, 5.0)), control)
+    assert timed_out.verdict == Verdict.UNREACHABLE, timed_out.reason  # not service_down
+
+
+# --- the record's shape --------------------------------------------------------------------
+
+
+async def test_raced_records_validate_and_old_records_still_load(resolver: FakeDNS) -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    with paths(v6="hang", v4="listen") as p:
+        raced = await judged(resolver, f"tcp://dual.lifeline.test:{p.port}")
+    with paths(v6="listen") as p:
+        local = await judged(
+            resolver, f"tcp://v6only.lifeline.test:{p.port}", SourceAddress(ipv4="127.0.0.1")
+        )
+    for result in (raced, local):
+        record = result.to_dict()
+        assert [e.message for e in validator.iter_errors(record)] == []
+        assert Result.from_dict(json.loads(json.dumps(record))).to_dict() == record
+    old = raced.to_dict()
+    tcp = old["stages"]["tcp"]
+    del tcp["families_unavailable"], tcp["every_address"]
+    for attempt in tcp["attempts"]:
+        del attempt["family"], attempt["started_s"], attempt["outcome"]
+    loaded = Result.from_dict(old).measurement.record(TCPStage)
+    assert loaded is not None and loaded.families_unavailable == {} and loaded.every_address == []
+    assert [(a.family, a.started_s, a.outcome) for a in loaded.attempts] == [(None, None, None)] * 2
