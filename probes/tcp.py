@@ -80,7 +80,7 @@ def _family(address: str) -> str:
 class _Attempt:
     address: str
     started: float
-    task: asyncio.Task[CountingSocket]
+    task: asyncio.Task[CountingSocket] | None  # None for one dialled in place
     record: TCPAttempt | None = None
     sock: CountingSocket | None = field(default=None, repr=False)
 
@@ -132,7 +132,7 @@ async def connect_every_address(ctx: StageContext, stop: frozenset[str] = frozen
         race._start(address)
     try:
         while race._running():
-            done, _ = await asyncio.wait({a.task for a in race._running()})
+            done, _ = await asyncio.wait({a.task for a in race._running() if a.task})
             race._settle(done, keep=False)
     finally:
         await race.stop()
@@ -170,11 +170,13 @@ class _Race:
             await self.stop()
 
     async def run(self, addresses: list[str]) -> _Attempt | None:
+        if len(addresses) == 1:  # no race: dialled in place (a task costs ~25 µs)
+            return await self._run_one(addresses[0])
         waiting = list(addresses)
         while True:
             if waiting:
                 self._start(waiting.pop(0))
-            running = {a.task for a in self._running()}
+            running = {a.task for a in self._running() if a.task is not None}
             if not running:
                 return None
             # the next start is due after the delay, or at once when an attempt fails
@@ -185,6 +187,16 @@ class _Race:
             winner = self._settle(done)
             if winner is not None:
                 return winner
+
+    async def _run_one(self, address: str) -> _Attempt | None:
+        attempt = _Attempt(address, time.monotonic(), None)
+        self.attempts.append(attempt)
+        result: CountingSocket | BaseException
+        try:
+            result = await self._dial(address, self.ctx.deadline.remaining())
+        except Exception as exc:  # each library's own kind; cancellation passes (stop())
+            result = exc
+        return attempt if self._finish(attempt, result, keep=True) else None
 
     def _start(self, address: str) -> None:
         budget = self.ctx.deadline.remaining()
@@ -207,29 +219,36 @@ class _Race:
         (with ``keep=False`` none does: each connected socket is closed)."""
         winner = None
         for attempt in self.attempts:
-            if attempt.task not in done or attempt.record is not None:
+            task = attempt.task
+            if task is None or task not in done or attempt.record is not None:
                 continue
-            exc = attempt.task.exception()
-            if exc is None:
-                attempt.sock = attempt.task.result()
-                attempt.record = self._record(attempt, CONNECTED, None)
-                if winner is None and keep:
-                    winner = attempt
-                else:  # connected in the same instant as the winner: not needed
-                    attempt.sock.close()
-                continue
-            if isinstance(exc, StageError):
-                local = isinstance(exc, FamilyUnavailable) or exc.failure in LOCAL_FAILURES
-                if local:
-                    self.unavailable.setdefault(_family(attempt.address), str(exc)[:200])
-                attempt.record = self._record(
-                    attempt, FAMILY_UNAVAILABLE if local else FAILED, exc.failure
-                )
-            else:  # not mapped: a bug of ours, kept as text
-                failure = unknown(f"{type(exc).__name__}: {exc}")
-                attempt.record = self._record(attempt, FAILED, failure)
-            self.ended.append(attempt.record)
+            result = task.exception() or task.result()
+            if self._finish(attempt, result, keep=keep and winner is None):
+                winner = attempt
         return winner
+
+    def _finish(
+        self, attempt: _Attempt, result: CountingSocket | BaseException, keep: bool
+    ) -> bool:
+        """Record how ``attempt`` ended; True when it connected and its socket is kept."""
+        if isinstance(result, CountingSocket):
+            attempt.record = self._record(attempt, CONNECTED, None)
+            if keep:
+                attempt.sock = result
+                return True
+            result.close()  # connected in the same instant as the winner: not needed
+            return False
+        if isinstance(result, StageError):
+            local = isinstance(result, FamilyUnavailable) or result.failure in LOCAL_FAILURES
+            if local:
+                self.unavailable.setdefault(_family(attempt.address), str(result)[:200])
+            outcome = FAMILY_UNAVAILABLE if local else FAILED
+            attempt.record = self._record(attempt, outcome, result.failure)
+        else:  # not mapped: a bug of ours, kept as text
+            failure = unknown(f"{type(result).__name__}: {result}")
+            attempt.record = self._record(attempt, FAILED, failure)
+        self.ended.append(attempt.record)
+        return False
 
     def _record(self, attempt: _Attempt, outcome: str, failure: str | None) -> TCPAttempt:
         now = time.monotonic()
@@ -247,12 +266,13 @@ class _Race:
     async def stop(self) -> None:
         """Cancel the attempts still running (another won, or the stage was cancelled)."""
         running = self._running()
-        for attempt in running:
-            attempt.task.cancel()
-        results = await asyncio.gather(*(a.task for a in running), return_exceptions=True)
-        for attempt, result in zip(running, results, strict=True):
+        tasks = [a.task for a in running if a.task is not None]
+        for task in tasks:
+            task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, CountingSocket):  # connected just before the cancel
                 result.close()
+        for attempt in running:  # (one dialled in place closed its own socket)
             attempt.record = self._record(attempt, CANCELLED, Failure.INTERRUPTED)
 
 
