@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -21,11 +22,11 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from probes.failures import Failure
-from probes.interfaces import interface_addresses
+from probes.interfaces import InterfaceAddresses, interface_addresses
 from probes.judge import JudgingContext
 from probes.measure import measure
 from probes.model import ResolverSpec, SourceAddress, Target, Vantage
-from probes.net import VantageNet
+from probes.net import CountingSocket, VantageNet
 from probes.records import (
     DNSAnswer,
     DNSQuery,
@@ -481,3 +482,47 @@ async def test_raced_records_validate_and_old_records_still_load(resolver: FakeD
     loaded = Result.from_dict(old).measurement.record(TCPStage)
     assert loaded is not None and loaded.families_unavailable == {} and loaded.every_address == []
     assert [(a.family, a.started_s, a.outcome) for a in loaded.attempts] == [(None, None, None)] * 2
+
+
+# --- what a vantage cannot use, found when it dials ----------------------------------------
+
+
+async def test_an_interface_without_an_ipv6_address_cannot_use_ipv6(
+    resolver: FakeDNS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interface's addresses are read when dialling: one that has lost its IPv6
+    address leaves the vantage IPv4 only, and the record says why."""
+    monkeypatch.setattr(
+        "probes.net.interface_addresses", lambda name: InterfaceAddresses("127.0.0.1", None)
+    )
+    with paths(v6="listen", v4="listen") as p:
+        obs = await measured(
+            vantage(resolver, source=SourceAddress(interface="lo")),
+            f"tcp://dual.lifeline.test:{p.port}",
+        )
+    assert attempts(obs.tcp) == [
+        ("::1", "ipv6", "family_unavailable", "address_family_not_supported"),
+        ("127.0.0.1", "ipv4", "connected", None),
+    ]
+    assert obs.tcp is not None
+    assert obs.tcp.families_unavailable == {"ipv6": "interface lo has no usable IPv6 address"}
+
+
+async def test_no_route_of_a_family_here_is_a_local_limit(
+    resolver: FakeDNS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect() failing at once with ENETUNREACH (no route of that family in this
+    host's table) sent nothing: the family is unusable, not blocked."""
+    real = CountingSocket.connect_ex
+
+    def connect_ex(self: CountingSocket, address: tuple[str, int]) -> int:
+        return errno.ENETUNREACH if self.family == socket.AF_INET6 else real(self, address)
+
+    monkeypatch.setattr(CountingSocket, "connect_ex", connect_ex)
+    with paths(v6="listen") as p:
+        result = await judged(resolver, f"tcp://v6only.lifeline.test:{p.port}")
+    assert result.verdict == Verdict.ERROR, result.reason
+    assert "no IPv6 route" in result.reason
+    assert attempts(result.measurement.record(TCPStage)) == [
+        ("::1", "ipv6", "family_unavailable", Failure.NETWORK_UNREACHABLE),
+    ]
