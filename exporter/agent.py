@@ -17,6 +17,7 @@ trusted to point the agent anywhere; the agent's operator decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,14 +31,21 @@ from exporter.guard import admitted_target  # the one SSRF guard, shared with /p
 from exporter.scheduler import Monitor, rfc3339
 from probes import __version__
 from probes.config import MAX_BODY_BYTES_LIMIT
+from probes.failures import UNKNOWN_PREFIX, Failure
 from probes.fingerprints import FingerprintSet
 from probes.measure import measure
-from probes.model import Config, Target, Vantage
+from probes.model import CANARY_SERVICE, Config, Target, Vantage
 from probes.net import VantageNet
 from probes.records import Measurement
 from probes.remote import MEASURE_PATH, MEASURE_SCHEMA
 
-__all__ = ["MAX_TIMEOUT_S", "AgentCollector", "AgentIdentity", "add_agent_routes"]
+__all__ = [
+    "MAX_TIMEOUT_S",
+    "AgentCollector",
+    "AgentIdentity",
+    "AgentReadiness",
+    "add_agent_routes",
+]
 
 #: The longest measurement budget a hub may ask for.
 MAX_TIMEOUT_S = 120.0
@@ -66,11 +74,92 @@ class _Ask:
     max_body_bytes: int
 
 
-def add_agent_routes(app: web.Application, monitor: Monitor, identity: AgentIdentity) -> None:
-    """Route ``POST /api/v1/measure`` on ``app``; its networks close with the app."""
+def add_agent_routes(
+    app: web.Application, monitor: Monitor, identity: AgentIdentity
+) -> AgentReadiness:
+    """Route ``POST /api/v1/measure`` on ``app``; its networks close with the app.
+
+    Returns the agent's readiness (``/-/ready``), checked from the app's start.
+    """
     endpoint = _MeasureEndpoint(monitor, identity)
     app.add_routes([web.post(MEASURE_PATH, endpoint.handle)])
+    readiness = AgentReadiness(endpoint)
+    app.on_startup.append(readiness.start)
+    app.on_cleanup.append(readiness.stop)
     app.on_cleanup.append(endpoint.cleanup)
+    return readiness
+
+
+#: Failures of a readiness check that are the agent's own setup, not its network's
+#: answer: its proxy cannot be used, or something lifeline has no name for.
+_OWN_FAILURES = (Failure.PROXY_ERROR.value, UNKNOWN_PREFIX.rstrip(": "))
+#: Between readiness checks that found a vantage not usable: doubling up to the cap.
+READY_RETRY_S, READY_RETRY_MAX_S = 1.0, 60.0
+
+
+class AgentReadiness:
+    """Whether the agent can measure for hubs now (docs/agents.md, "Ready").
+
+    A hub's request is measured at once, not on the schedule, so readiness is
+    not the first round (spread over the whole interval) but this: the config
+    is loaded, the measure endpoint is routed, and every vantage a hub may ask
+    for can be measured from. That is checked the way a hub's request is
+    measured: one canary per vantage, at start; it must come back as an
+    observation (no ``error``) whose failure, if any, is not the agent's own
+    (``proxy_error``, ``unknown_failure``). A canary that the network blocks or
+    a shutdown is still a measurement: reporting that is the agent's job. A
+    vantage without canaries has nothing to check with and is ready at once.
+    Checks that fail are retried (1 s, doubling up to 60 s); once ready, it
+    stays ready.
+    """
+
+    def __init__(self, endpoint: _MeasureEndpoint) -> None:
+        self._endpoint = endpoint
+        self.ready = False
+        self.checks = 0  # checks made so far (each one measures what is not yet known usable)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, app: web.Application) -> None:
+        self._task = asyncio.create_task(self._check(), name="lifeline-agent-ready")
+
+    async def stop(self, app: web.Application) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _check(self) -> None:
+        delay = READY_RETRY_S
+        usable: set[str] = set()
+        while True:
+            config = self._endpoint.config
+            wanted = [v for v in config.vantages if v.agent is None]
+            for vantage in wanted:
+                if vantage.name not in usable and await self._usable(config, vantage):
+                    usable.add(vantage.name)
+            self.checks += 1
+            if all(v.name in usable for v in wanted):
+                self.ready = True
+                return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, READY_RETRY_MAX_S)
+
+    async def _usable(self, config: Config, vantage: Vantage) -> bool:
+        if not config.canaries:
+            return True
+        try:
+            m = await self._endpoint.measure_now(
+                config, config.canaries[0], vantage, service=CANARY_SERVICE
+            )
+        except Exception:  # measure() records failures; anything raised is not measuring
+            return False
+        if m.error is not None:
+            return False
+        return not any(
+            rec.failure is not None and rec.failure.startswith(_OWN_FAILURES)
+            for rec in m.stages.values()
+        )
 
 
 class _MeasureEndpoint:
@@ -89,21 +178,47 @@ class _MeasureEndpoint:
         self._bound = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._stops: tuple[Config, frozenset[str]] | None = None
 
+    @property
+    def config(self) -> Config:
+        return self._monitor.config
+
     async def handle(self, request: web.Request) -> web.Response:
         received = time.monotonic()
         config = self._monitor.config
         ask = _parse(config, await _json_body(request))
+        m = await self.measure_now(
+            config,
+            ask.target,
+            ask.vantage,
+            service=ask.service,
+            budget_s=ask.timeout,
+            max_body_bytes=ask.max_body_bytes,
+        )
+        return web.json_response(self._answer(m, received))
+
+    async def measure_now(
+        self,
+        config: Config,
+        target: Target,
+        vantage: Vantage,
+        *,
+        service: str,
+        budget_s: float | None = None,
+        max_body_bytes: int | None = None,
+    ) -> Measurement:
+        """One measurement now, the way a hub's request is measured (bounded, own nets)."""
         async with self._bound:
-            m = await measure(
-                ask.target,
-                ask.vantage,
-                self._net(config, ask.vantage),
-                timeout=ask.timeout,
-                max_body_bytes=ask.max_body_bytes,
-                service=ask.service,
+            return await measure(
+                target,
+                vantage,
+                self._net(config, vantage),
+                timeout=config.defaults.timeout if budget_s is None else budget_s,
+                max_body_bytes=(
+                    config.defaults.max_body_bytes if max_body_bytes is None else max_body_bytes
+                ),
+                service=service,
                 stop_addresses=self._stop_addresses(config),
             )
-        return web.json_response(self._answer(m, received))
 
     def _answer(self, m: Measurement, received: float) -> dict[str, Any]:
         return {

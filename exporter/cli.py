@@ -124,9 +124,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _log_args(p)
 
+    p = sub.add_parser(
+        "page",
+        help="the status page of a store, read-only (e.g. imported OONI data); measures nothing",
+    )
+    p.add_argument("--data-dir", required=True, metavar="D", help="the store to show")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:9479",
+        metavar="HOST:PORT",
+        help="where to serve it (default: 127.0.0.1:9479; no TLS or authentication)",
+    )
+
     p = sub.add_parser("export", help="measurements from the store, streamed")
     p.add_argument("--data-dir", default=None, metavar="D")
     _config_arg(p)
+    p.set_defaults(config=None)  # ./config.yaml for the data directory; -c also for countries
     p.add_argument("--since", default=None, metavar="T")
     p.add_argument("--until", default=None, metavar="T")
     p.add_argument("--service", action="append", default=[], metavar="S")
@@ -141,6 +154,38 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "-c", "--config", default=None, metavar="FILE", help="config for fingerprints and ratio"
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "jsonl"),
+        default="text",
+        help="text: the changes and a summary; jsonl: every record as judged again on stdout "
+        "(the changes and the summary on stderr)",
+    )
+
+    p = sub.add_parser(
+        "import", help="judge measurements made by others (OONI) with lifeline's rules"
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
+    kinds.required = True
+    p = kinds.add_parser(
+        "ooni",
+        help="OONI web_connectivity measurements (JSON, JSONL, gzip, API measurement_meta)",
+        description="Exit status: 0 every file imported, 1 some file or line skipped "
+        "(named on stderr), 2 usage error or an unusable store.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="OONI measurement files")
+    p.add_argument(
+        "--data-dir", default=None, metavar="D", help="store the records there (not printed)"
+    )
+    p.add_argument("--format", choices=("jsonl",), default="jsonl", help="records as jsonl")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="print a markdown confusion table (OONI's blocking vs lifeline's verdict) instead",
+    )
+    p.add_argument(
+        "--root", default=None, metavar="DIR", help="with --summary: file names relative to DIR"
     )
 
     p = sub.add_parser("incidents", help="incidents: what was blocked where, how, when")
@@ -184,9 +229,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         "lab": _cmd_lab,
         "demo": _cmd_demo,
         "serve": _cmd_serve,
+        "page": _cmd_page,
         "export": _cmd_export,
         "classify": _cmd_classify,
         "incidents": _cmd_incidents,
+        "import": _cmd_import,
         "window": _cmd_window,
     }
     return commands[args.command](args)
@@ -223,6 +270,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def _cmd_page(args: argparse.Namespace) -> int:
+    from exporter.pagecmd import run_page
+
+    return run_page(args)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from exporter.export import run_export
 
@@ -239,6 +292,12 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     from exporter.export import run_incidents
 
     return run_incidents(args)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from exporter.ooniimport import run_import
+
+    return run_import(args)
 
 
 def _cmd_window(args: argparse.Namespace) -> int:

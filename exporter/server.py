@@ -34,6 +34,7 @@ from probes.model import Config, Vantage
 from probes.records import Result, Verdict
 
 if TYPE_CHECKING:
+    from exporter.agent import AgentReadiness
     from exporter.page.view import Status
 
 __all__ = [
@@ -236,6 +237,7 @@ class Server:
         self.config_path = config_path
         self.web_config = web_config
         self.agent = agent
+        self._agent_ready: AgentReadiness | None = None  # set when the app is made
         self._reload_lock = asyncio.Lock()
         # hub: its agents' clocks come after lifeline's own families
         self._page = MetricsPage(monitor.board, extra=[AgentCollector(monitor)])
@@ -250,7 +252,7 @@ class Server:
         if self.agent is not None:  # docs/agents.md: POST /api/v1/measure for hubs
             from exporter.agent import AgentIdentity, add_agent_routes
 
-            add_agent_routes(app, self.monitor, AgentIdentity(self.agent))
+            self._agent_ready = add_agent_routes(app, self.monitor, AgentIdentity(self.agent))
         return app
 
     def _routes(self) -> list[web.RouteDef]:
@@ -361,8 +363,11 @@ class Server:
         return web.Response(text="lifeline is healthy\n")
 
     async def _ready(self, request: web.Request) -> web.Response:
-        if self.monitor.board.ready:
+        agent_ready = self._agent_ready is not None and self._agent_ready.ready
+        if self.monitor.board.ready or agent_ready:
             return web.Response(text="lifeline is ready\n")
+        if self._agent_ready is not None:
+            return web.Response(status=503, text="lifeline's agent is checking its vantages\n")
         return web.Response(status=503, text="lifeline is measuring its first round\n")
 
     async def _reload(self, request: web.Request) -> web.Response:

@@ -20,9 +20,16 @@ applies decides:
    the control; an unexpected status at both). Without a control, only a
    failure that every vantage shares in the same definite way (see
    :func:`_every_vantage_fails`) is an outage.
+4b. the control says the name does not exist (NXDOMAIN) but this vantage got
+   addresses and got through: invented answers -> ``dns_blocked`` when they
+   are private or reserved addresses, else ``anomaly`` (never ``ok``).
 5. the first stage that fails where the control's succeeded names the
    ``*_blocked`` verdict, except that DNS answers which differ from the
    control's *and* do not serve the host are ``dns_blocked`` (the CDN rule).
+   At HTTP only a censor's signature (reset, timeout, EOF) is ``http_blocked``;
+   a failure reaching a redirect's target names that step's verdict (its DNS,
+   TCP or TLS); ``unknown_failure`` is ours -> ``error``; any other failure ->
+   ``anomaly``.
 6. ``throttled``: a throughput target far slower than at the control.
 7. ``anomaly``: the response differs from the control's (OONI's http-diff) or
    its status is unexpected while the control's is fine.
@@ -40,6 +47,7 @@ from probes.compare import content_difference, http_diff
 from probes.dnswindow import injected_pair, reply_text
 from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
+from probes.httpfail import http_failure
 from probes.observe import (
     CERT_FAILURES,
     MIN_SAMPLE_S,
@@ -53,6 +61,7 @@ from probes.observe import (
     incomplete,
     is_bogon,
     local_limitation,
+    says_no_such_name,
     stage_label,
     stage_order,
 )
@@ -409,6 +418,42 @@ def _every_vantage_fails(case: Case) -> Judgement | None:
     )
 
 
+# --- 4b. invented answers ---------------------------------------------------------
+
+
+def _invented_answers(case: Case) -> Judgement | None:
+    """Addresses for a name that the control says does not exist (NXDOMAIN).
+
+    A resolver that answers for a non-existent name invents the answer: an ISP
+    sending typos to its search page (NXDOMAIN hijacking), or a censor pointing
+    the name at a server of its own. It is never consistent with the control.
+    Private or reserved addresses are the censor's mark (CONTRACT §2: a bogon
+    the control does not see is evidence) -> ``dns_blocked``; a public one may
+    be either -> ``anomaly``. A control that *failed* to resolve (SERVFAIL,
+    timeout) says nothing about the name and is not this rule.
+    """
+    ctl = case.control
+    if ctl is None or not says_no_such_name(ctl.record(DNSStage)):
+        return None
+    dns = case.obs.record(DNSStage)
+    if dns is None or dns.skipped or not dns.ok:
+        return None
+    mine = addresses_of(dns)
+    if not mine:
+        return None
+    answered = f"DNS answered {listing(mine)} for a name the control says does not exist (NXDOMAIN)"
+    if all_bogon(mine):
+        return Judgement(
+            Verdict.DNS_BLOCKED,
+            f"{answered}: private or reserved addresses invented by the resolver.",
+        )
+    return Judgement(
+        Verdict.ANOMALY,
+        f"{answered}: invented answers ({reached_text(case.obs)} there), from NXDOMAIN "
+        "hijacking or a censor pointing the name at a server of its own.",
+    )
+
+
 # --- 5. first failing stage, and the CDN rule ---------------------------------------
 
 
@@ -431,6 +476,8 @@ def _first_failing_stage(case: Case) -> Judgement | None:
     brk = case.brk
     if brk is None or brk.stage == "status":
         return None
+    if brk.stage == "http":
+        return Judgement(*http_failure(case, brk))
     verdict = STAGES[brk.stage].verdict
     return Judgement(
         verdict, f"{capitalised(what_failed(case.obs, brk))} {control_did(case, brk)}."
@@ -623,6 +670,7 @@ _RULES: tuple[Callable[[Case], Judgement | None], ...] = (
     _measurement_error,
     _family_unavailable,
     _shared_failure,
+    _invented_answers,
     _first_failing_stage,
     _throttled,
     _anomaly,

@@ -73,6 +73,9 @@ def blank_measurement(target: Target, vantage: Vantage, service: str) -> Measure
         service=service,
         expect_status=list(target.expect_status),
         throughput=target.throughput,
+        country=vantage.country,
+        asn=vantage.asn,
+        network_name=vantage.network_name,
     )
 
 

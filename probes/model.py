@@ -220,6 +220,8 @@ class Vantage:
     source: SourceAddress | None = None  # ``source_address:`` in the config
     country: str | None = None
     timezone: str | None = None
+    asn: int | None = None  # the vantage's network: its autonomous system number
+    network_name: str | None = None  # and its operator's name (both recorded, for researchers)
     agent: Agent | None = None  # measured by a remote agent (docs/agents.md), not from here
     # seconds the DNS stage listens for further UDP replies after the first (0: off)
     dns_window: float = DEFAULT_DNS_WINDOW_S

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from probes.failures import LOCAL_FAILURES, Failure
 from probes.fingerprints import FingerprintSet, normalize_address
@@ -33,6 +33,8 @@ __all__ = [
     "is_bogon",
     "is_throughput_sample",
     "local_limitation",
+    "redirect_step",
+    "says_no_such_name",
     "stage_label",
     "stage_order",
     "status_expected",
@@ -231,3 +233,57 @@ def _families_text(tcp: TCPStage) -> str:
         f"it cannot use {' or '.join(families)}{why}, and every address of the target "
         f"it got is {' or '.join(families)} ({addresses})"
     )
+
+
+def says_no_such_name(dns: DNSStage | None) -> bool:
+    """The resolver said the name does not exist (NXDOMAIN), not merely that it failed.
+
+    A SERVFAIL, a refusal or a timeout is the resolver failing; an empty answer
+    (NODATA) says the name exists. Only NXDOMAIN, for either question, says
+    there is nothing to answer with.
+    """
+    if dns is None or dns.ok or dns.skipped:
+        return False
+    return dns.failure == Failure.DNS_NXDOMAIN or any(q.rcode == "NXDOMAIN" for q in dns.queries)
+
+
+#: Failures at connecting that a connect itself reports (no TLS involved).
+_CONNECT_FAILURES = frozenset(
+    {Failure.CONNECTION_REFUSED, Failure.HOST_UNREACHABLE, Failure.NETWORK_UNREACHABLE}
+)
+#: What ends a connection that was made, before a request was written: over https,
+#: the handshake is all that happens there.
+_INTERRUPTED = frozenset({Failure.CONNECTION_RESET, Failure.EOF})
+
+
+def redirect_step(http: HTTPStage) -> tuple[str, str] | None:
+    """(stage, URL) when the HTTP stage failed reaching a redirect's target.
+
+    A redirect is followed inside the HTTP stage: its host is resolved through
+    the vantage's resolver, dialled and (for https) handshaken there. A failure
+    that came before the request to it was written belongs to that step, not to
+    HTTP: a ``dns_*`` failure to its DNS, an ``ssl_*`` one to its TLS, a refused or
+    unreachable connect to its TCP, a reset or EOF to the TLS handshake (https)
+    or the connect (http). A timeout there is not attributed: the record does
+    not say which step hung, so it returns None and HTTP keeps it.
+    """
+    if http.ok or http.request_sent or not http.redirects or http.failure is None:
+        return None
+    last = http.redirects[-1]
+    if last.location is None:
+        return None
+    try:
+        url = urljoin(last.url, last.location)
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+    failure = clean_failure(http.failure)
+    if failure.startswith("dns_"):
+        return "dns", url
+    if failure.startswith("ssl_"):
+        return "tls", url
+    if failure in _CONNECT_FAILURES:
+        return "tcp", url
+    if failure in _INTERRUPTED:
+        return ("tls" if scheme == "https" else "tcp"), url
+    return None

@@ -96,6 +96,11 @@ class Measurement:
     agent: str | None
     agent_version: str | None
     clock_skew_s: float | None
+    # where the vantage is, as its config says (``country``, ``asn``, ``network_name``):
+    # kept in the record so exports never look it up in a config
+    country: str | None
+    asn: int | None
+    network_name: str | None
 
     def __init__(
         self,
@@ -112,6 +117,9 @@ class Measurement:
         agent: str | None = None,
         agent_version: str | None = None,
         clock_skew_s: float | None = None,
+        country: str | None = None,
+        asn: int | None = None,
+        network_name: str | None = None,
         **records: Any,
     ) -> None:
         self.target = target
@@ -131,6 +139,9 @@ class Measurement:
         self.agent = agent
         self.agent_version = agent_version
         self.clock_skew_s = clock_skew_s
+        self.country = country
+        self.asn = asn
+        self.network_name = network_name
 
     if not TYPE_CHECKING:  # at run time only: typed code reads m.record(DNSStage)
 
@@ -168,8 +179,14 @@ class Measurement:
     def succeeded(self) -> bool:
         return self.error is None and self.first_failure() is None
 
+    def network(self) -> dict[str, Any] | None:
+        """The record's ``network`` object, or None when the vantage said nothing of it."""
+        if self.country is None and self.asn is None and self.network_name is None:
+            return None
+        return {"country": self.country, "asn": self.asn, "name": self.network_name}
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "target": self.target,
             "vantage": self.vantage,
             "time": self.time,
@@ -183,6 +200,10 @@ class Measurement:
             "agent_version": self.agent_version,
             "clock_skew_s": self.clock_skew_s,
         }
+        network = self.network()
+        if network is not None:  # only when the vantage says it: other records keep their shape
+            out["network"] = network
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
@@ -208,7 +229,16 @@ class Measurement:
             agent=data.get("agent"),
             agent_version=data.get("agent_version"),
             clock_skew_s=data.get("clock_skew_s"),
+            **_network(data.get("network")),
         )
+
+
+def _network(data: Any) -> dict[str, Any]:
+    """The keyword arguments of a record's ``network`` object (none when absent)."""
+    if not isinstance(data, dict):
+        return {}
+    return {"country": data.get("country"), "asn": data.get("asn"),
+            "network_name": data.get("name")}  # fmt: skip
 
 
 def _stages_dict(stages: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +259,9 @@ class Result:
     reason: str
     control: Measurement | None = None  # the control's measurement it was judged against
     version: str = ""  # lifeline version that classified it
+    # set on records imported from OONI (`lifeline import ooni`, docs/ooni.md): who
+    # measured, where, and OONI's own conclusion; absent on lifeline's own records
+    ooni: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         m = self.measurement
@@ -249,7 +282,12 @@ class Result:
         }
         if m.agent is not None:  # only on agents' measurements: other records keep their shape
             out.update(agent=m.agent, agent_version=m.agent_version, clock_skew_s=m.clock_skew_s)
+        network = m.network()
+        if network is not None:
+            out["network"] = network
         out["control"] = self.control.to_dict() if self.control is not None else None
+        if self.ooni is not None:
+            out["ooni"] = dict(self.ooni)
         return out
 
     @classmethod
@@ -262,6 +300,7 @@ class Result:
             reason=data.get("reason", ""),
             control=Measurement.from_dict(ctl) if ctl else None,
             version=data.get("lifeline_version", ""),
+            ooni=data["ooni"] if isinstance(data.get("ooni"), dict) else None,
         )
 
 

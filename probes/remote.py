@@ -262,6 +262,10 @@ def _measurement(
     m.agent = _text(doc.get("agent"))
     m.agent_version = _text(doc.get("version"))
     m.clock_skew_s = clock_skew(sent, received, their_clock, held)
+    v = request.vantage  # where it is, as the hub's config says (else as the agent's did)
+    m.country = v.country or _text(m.country) or None
+    m.asn = v.asn or (m.asn if isinstance(m.asn, int) and not isinstance(m.asn, bool) else None)
+    m.network_name = v.network_name or _text(m.network_name) or None
     return m
 
 

@@ -532,7 +532,8 @@ services:
         "vantages[0].resolver: 'resolver.example': not an IP address: name a resolver by its "
         "address, since lifeline never asks the system resolver where a resolver is (line 6)",
         "vantages[0].colour: unknown key (known: name, control, resolver, proxy, source_address, "
-        "country, timezone, agent, dns_window, connect_every_address) (line 7)",
+        "country, timezone, agent, dns_window, asn, network_name, connect_every_address) "
+        "(line 7)",
         "services[0].targets[0]: unsupported scheme 'gopher' in 'gopher://example.test/': use "
         "one of https://, http://, tls://, tcp://, dns:// (line 10)",
     ]
@@ -793,3 +794,33 @@ def test_writing_the_documented_defaults_changes_nothing(section: str) -> None:
     assert written, f"no defaults table under ## {section}"
     block = "".join(f"  {key}: {value}\n" for key, value in written.items())
     assert parse_config(MINIMAL + f"{section}:\n{block}") == parse_config(MINIMAL)
+
+
+def _vantage_with(extra: str) -> str:
+    return (
+        "version: 1\nvantages:\n  - name: v\n    resolver: 127.0.0.1:5353\n"
+        f"{extra}services:\n  - name: s\n    targets: [dns://x.test]\n"
+    )
+
+
+@pytest.mark.parametrize(("written", "asn"), [("12880", 12880), ("AS12880", 12880), ("as9", 9)])
+def test_a_vantage_says_its_network(written: str, asn: int) -> None:
+    config = parse_config(
+        _vantage_with(f"    asn: {written}\n    network_name: Iran Telecom PJS\n"), source="t"
+    )
+    assert (config.vantages[0].asn, config.vantages[0].network_name) == (asn, "Iran Telecom PJS")
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("    asn: AS-TCI\n", "vantages[0].asn: 'AS-TCI' must be an autonomous system number"),
+        ("    asn: 0\n", "vantages[0].asn: '0' must be an autonomous system number"),
+        ("    asn: 4294967296\n", "vantages[0].asn: '4294967296' must be an autonomous"),
+        ("    network_name: ''\n", "vantages[0].network_name: '' must be 1 to 100 printable"),
+    ],
+)
+def test_a_bad_network_is_named(extra: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_vantage_with(extra), source="t")
+    assert any(problem in line for line in caught.value.errors), caught.value.errors

@@ -313,6 +313,71 @@ async def test_the_control_seeing_the_first_answer_makes_it_no_injection() -> No
     assert verdict == Verdict.OK and "injection" not in reason
 
 
+async def test_the_window_runs_beside_the_later_stages() -> None:
+    """A real reply that comes only once the page was asked for is still recorded: the
+    window does not hold TCP, TLS and HTTP back, and the measurement waits for it."""
+    from aiohttp import web
+
+    from probes.measure import measure
+
+    asked = asyncio.Event()
+
+    async def page(request: web.Request) -> web.Response:
+        asked.set()
+        return web.Response(text="block page")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, REAL, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    loop = asyncio.get_running_loop()
+    injector = _Injector(REAL, None)  # the forged answer points at the page above
+    transport, _ = await loop.create_datagram_endpoint(lambda: injector, local_addr=(LOOPBACK, 0))
+    sends: list[asyncio.Task[None]] = []
+
+    def answer_later(query: dns.message.Message, addr: tuple[str, int]) -> None:
+        async def send() -> None:
+            await asyncio.wait_for(asked.wait(), 10)
+            assert injector.transport is not None
+            injector.transport.sendto(injector.reply(query, "127.0.0.2"), addr)
+
+        sends.append(asyncio.ensure_future(send()))
+
+    received = injector.datagram_received
+
+    def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
+        received(data, addr)
+        query = dns.message.from_wire(data)
+        if query.question[0].rdtype == dns.rdatatype.A:
+            answer_later(query, addr)
+
+    injector.datagram_received = datagram_received  # type: ignore[method-assign]
+    dns_port = transport.get_extra_info("sockname")[1]
+    v = vantage(dns_port, dns_window=2.0)
+    net = VantageNet(v, ca_file=None)
+    try:
+        m = await measure(
+            Target.parse(f"http://{HOST}:{port}/"), v, net, timeout=8.0, max_body_bytes=1 << 16
+        )
+    finally:
+        await net.aclose()
+        for task in sends:
+            task.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+        transport.close()
+        await runner.cleanup()
+    assert m.error is None and asked.is_set()
+    rec = m.record(DNSStage)
+    assert rec is not None and rec.addresses == [REAL]
+    a = next(q for q in rec.queries if q.qtype == "A")
+    assert [[x.value for x in r.answers] for r in a.later_responses] == [["127.0.0.2"]]
+    assert a.injected and rec.injection
+
+
 def test_dns_window_in_the_config() -> None:
     def config(window: str) -> str:
         return (

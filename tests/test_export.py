@@ -334,6 +334,24 @@ def test_classify_reports_what_new_rules_change(
     assert lines[-1] == f"{len(results)} records, 4 changed"
 
 
+def test_classify_jsonl_prints_the_records_judged_again(
+    recorded_log: tuple[Path, list[Result]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, results = recorded_log
+    config = _config(tmp_path, extra="fingerprints:\n  dns_addresses: [127.0.0.9]\n")
+    code, out, err = _run(capsys, "classify", "-c", str(config), "--format", "jsonl", str(path))
+    assert code == 1
+    again = [Result.from_dict(json.loads(line)) for line in out.splitlines()]
+    assert [a.measurement for a in again] == [r.measurement for r in results]
+    assert [a.control for a in again] == [r.control for r in results]
+    now_dns = [
+        i for i, (a, r) in enumerate(zip(again, results, strict=True)) if a.verdict != r.verdict
+    ]
+    assert len(now_dns) == 4 and all(again[i].verdict is Verdict.DNS_BLOCKED for i in now_dns)
+    assert all("127.0.0.9" in again[i].reason for i in now_dns)
+    assert err.strip().splitlines()[-1] == f"{len(results)} records, 4 changed"
+
+
 def test_classify_reports_bad_lines_and_goes_on(
     recorded_log: tuple[Path, list[Result]],
     tmp_path: Path,
@@ -550,3 +568,83 @@ def test_resolve_time() -> None:
     assert parse_time(resolve_time("now", now=now)) == now
     with pytest.raises(ValueError, match="RFC 3339"):
         resolve_time("yesterday")
+
+
+def test_filters_that_match_nothing_say_so(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "export", "--data-dir", str(data), "--service", "nosuch")
+    assert code == 0 and out == ""
+    assert "--service 'nosuch': not in the store (it has: chat, news)" in err
+    assert "0 measurements match" in err
+    code, out, err = _run(capsys, "export", "--data-dir", str(data), "--since", "1h")
+    assert code == 0 and out == "" and "0 measurements match" in err
+    code, out, err = _run(capsys, "export", "--data-dir", str(data), "--vantage", "kz")
+    assert code == 0 and out and err == ""  # a filter that matches: nothing on stderr
+
+
+def test_export_refuses_since_after_until(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("export", "--data-dir", str(data), "--since", iso(T0 + 60), "--until", iso(T0))
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == "" and "--since" in err and "--until" in err
+
+
+def test_incidents_name_a_filter_that_matches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _timeline(tmp_path)
+    code, out, err = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--vantage", "xx")
+    assert code == 0 and "no incidents" in out
+    assert "--vantage 'xx': not in the store (it has: ir, kz)" in err
+
+
+def test_the_ooni_export_says_where_from_the_record_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same store exports the same lines from any directory: the vantage's country
+    and network come from the record, never from a ./config.yaml that happens to be there."""
+    data_dir = tmp_path / "data"
+    said = result(Verdict.OK, T0, vantage="ir")
+    said.measurement.country, said.measurement.asn = "IR", 12880
+    said.measurement.network_name = "Iran Telecom PJS"
+    silent = result(Verdict.OK, T0 + 60, vantage="kz")
+    with Store(data_dir) as store:
+        store.add([said, silent])
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    # a config in one working directory saying other countries than the records do
+    (here / "config.yaml").write_text(
+        CONFIG.format(data=str(data_dir), extra="").replace("country: IR", "country: KZ")
+    )
+
+    def exported(directory: Path) -> list[dict[str, object]]:
+        monkeypatch.chdir(directory)
+        code, out, _ = _run(capsys, "export", "--data-dir", str(data_dir), "--format", "ooni")
+        assert code == 0
+        return [json.loads(line) for line in out.splitlines()]
+
+    a, b = exported(here), exported(there)
+    assert a == b
+    assert (a[0]["probe_cc"], a[0]["probe_asn"], a[0]["probe_network_name"]) == (
+        "IR", "AS12880", "Iran Telecom PJS",
+    )  # fmt: skip
+    assert (a[1]["probe_cc"], a[1]["probe_asn"]) == ("ZZ", "AS0")  # the record says nothing
+
+
+def test_a_measurement_carries_its_vantages_network() -> None:
+    from probes.measure import blank_measurement
+    from probes.model import ResolverSpec, Target, Vantage
+
+    v = Vantage("ir", ResolverSpec("udp", "127.0.0.1", 53), country="IR", asn=12880,
+                network_name="Iran Telecom PJS")  # fmt: skip
+    m = blank_measurement(Target.parse("https://news.example/"), v, "news")
+    record = Result(m, Verdict.OK, "fine").to_dict()
+    assert record["network"] == {"country": "IR", "asn": 12880, "name": "Iran Telecom PJS"}
+    import jsonschema  # type: ignore[import-untyped]
+
+    schema = json.loads((Path(__file__).parent.parent / "docs/schema/measurement.schema.json")
+                        .read_text())  # fmt: skip
+    assert jsonschema.Draft202012Validator(schema).is_valid(record)
+    again = Result.from_dict(json.loads(json.dumps(record))).measurement
+    assert (again.country, again.asn, again.network_name) == ("IR", 12880, "Iran Telecom PJS")
+    bare = blank_measurement(Target.parse("https://news.example/"), Vantage("x", v.resolver), "")
+    assert "network" not in Result(bare, Verdict.OK, "fine").to_dict()  # old shape kept

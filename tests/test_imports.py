@@ -156,3 +156,16 @@ def test_nothing_in_probes_imports_exporter() -> None:
         if name.split(".")[0] == "probes"
     }
     assert {name: ts for name, ts in upstream.items() if ts} == {}
+
+
+#: The project's rule: a module of probes/ or exporter/ longer than this is split by job.
+MAX_MODULE_LINES = 700
+
+
+def test_no_module_of_probes_or_exporter_is_over_700_lines() -> None:
+    long = {
+        name: n
+        for name, path in _modules().items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines (split them by job): {long}"

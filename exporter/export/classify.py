@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Reclassified:
     old: str
     new: str
     reason: str
+    result: Result | None = None  # the record as judged again (what --format jsonl prints)
 
     @property
     def changed(self) -> bool:
@@ -108,7 +110,7 @@ def _judge_round(batch: _Round, judging: JudgingContext) -> Iterator[Reclassifie
         )
         yield Reclassified(
             lineno, m.service, m.target, m.vantage, r.verdict.value, again.verdict.value,
-            again.reason,
+            again.reason, again,
         )  # fmt: skip
 
 
@@ -134,14 +136,20 @@ def run_classify(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"lifeline: {args.file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
+    records = getattr(args, "format", "text") == "jsonl"
+    # with --format jsonl, stdout carries the re-judged records and the report goes to stderr
+    report = sys.stderr if records else sys.stdout
     try:
         for item in reclassify(stream, judging, bad_lines=bad):
             total += 1
+            if records and item.result is not None:
+                sys.stdout.write(json.dumps(item.result.to_dict(), separators=(",", ":")) + "\n")
             if item.changed:
                 changed += 1
                 print(
                     f"line {item.lineno}: {item.target} from {item.vantage}: "
-                    f"{item.old} -> {item.new} ({item.reason})"
+                    f"{item.old} -> {item.new} ({item.reason})",
+                    file=report,
                 )
             bad_lines += _report_bad(args.file, bad)
         bad_lines += _report_bad(args.file, bad)
@@ -154,7 +162,7 @@ def run_classify(args: argparse.Namespace) -> int:
     summary = f"{total} records, {changed} changed"
     if bad_lines:
         summary += f", {bad_lines} unreadable lines skipped"
-    print(summary)
+    print(summary, file=report)
     if bad_lines:
         return EXIT_USAGE
     return EXIT_FOUND if changed else EXIT_OK

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from exporter.store import DB_NAME, Store, StoreError
 from probes.model import Config, Storage
 from probes.timefmt import parse_rfc3339, rfc3339
 
-__all__ = ["EXIT_FOUND", "EXIT_OK", "EXIT_USAGE", "load_config", "resolve_time"]
+__all__ = [
+    "EXIT_FOUND", "EXIT_OK", "EXIT_USAGE", "load_config", "resolve_time", "unmatched_filters",
+]  # fmt: skip
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE = 0, 1, 2
 
@@ -79,3 +82,22 @@ def resolve_time(text: str, *, now: float | None = None) -> str:
             "nor a duration before now (24h, 7d, 90m)"
         ) from None
     return rfc3339((time.time() if now is None else now) - seconds, timespec="seconds")
+
+
+def unmatched_filters(store: Store, services: Sequence[str], vantages: Sequence[str]) -> list[str]:
+    """A sentence for each --service / --vantage name the store has never seen.
+
+    Such a name matches nothing: the commands print these on stderr beside their
+    (possibly empty) answer, so that a typo does not read as "all quiet".
+    """
+    rows = store.latest()
+    problems = []
+    for flag, asked, known in (
+        ("--service", services, sorted({r.service for r in rows})),
+        ("--vantage", vantages, sorted({r.vantage for r in rows})),
+    ):
+        for name in asked:
+            if name not in known:
+                listed = ", ".join(known) if known else "none"
+                problems.append(f"{flag} {name!r}: not in the store (it has: {listed})")
+    return problems

@@ -2,7 +2,9 @@
 
 A format is a module with ``open_writer(out, options)``: it may write a header
 to ``out`` and returns the function that writes one typed
-:class:`~probes.records.Result`. Adding one is that module plus one row here.
+:class:`~probes.records.Result` (with a ``close()`` when the format must end
+its output, as Parquet writes its footer). A ``binary`` format is handed the
+byte stream under the text one. Adding one is that module plus one row here.
 Modules are imported when their format is used, so the CLI's startup pays
 only for this table.
 """
@@ -43,10 +45,16 @@ class Format:
     #: True: the stored JSON text of each record is the output line as it is
     #: (no decoding, no re-encoding); ``open_writer`` serves typed records.
     verbatim: bool = False
+    binary: bool = False  # writes bytes (``open_writer`` gets the stream's ``buffer``)
 
     def open_writer(self, out: IO[str], options: ExportOptions) -> RowWriter:
         """The row writer of this format on ``out`` (its header, if any, written)."""
         module = cast(_FormatModule, importlib.import_module(self.module))
+        if self.binary:
+            buffer = getattr(out, "buffer", None)
+            if buffer is None:
+                raise ValueError(f"{self.module} writes bytes: it needs a stream with a buffer")
+            return module.open_writer(cast(IO[str], buffer), options)
         return module.open_writer(out, options)
 
 
@@ -54,4 +62,9 @@ FORMATS: dict[str, Format] = {
     "jsonl": Format("the records as stored", "exporter.export.jsonl", verbatim=True),
     "csv": Format("one flat row per measurement", "exporter.export.csvfmt"),
     "ooni": Format("OONI web_connectivity-style JSON lines", "exporter.export.ooni"),
+    "parquet": Format(
+        "one typed row per measurement, Parquet (needs pyarrow)",
+        "exporter.export.parquet",
+        binary=True,
+    ),
 }

@@ -1,23 +1,39 @@
-"""`export --format ooni`: a record as an OONI web_connectivity-style measurement (df-000).
+"""`export --format ooni`: a record as an OONI web_connectivity measurement (df-000, ts-017 0.4).
 
-The HTTP comparisons (`body_length_match`, `status_code_match`, `headers_match`,
-`title_match`) are the classifier's own (:func:`probes.compare.http_similarity`),
-so what the export reports is what the verdict was judged on.
+Every key comes from the record alone (never from a config in the working
+directory): the base data format's keys here, the observations' parts
+(queries, connects, handshakes, requests, the control) in
+:mod:`exporter.export.oonikeys`. The HTTP comparisons (`body_proportion`,
+`body_length_match`, `status_code_match`, `headers_match`, `title_match`) are
+the classifier's own (:func:`probes.compare.http_similarity`), so what the
+export reports is what the verdict was judged on. docs/data.md says what each
+key holds and where it still differs from OONI Probe's.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import ipaddress
 import json
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from exporter.export.formats import ExportOptions, RowWriter
+from exporter.export.oonikeys import (
+    Clock,
+    ooni_control,
+    ooni_queries,
+    ooni_requests,
+    ooni_tcp,
+    ooni_tls,
+    resolver_address,
+)
 from probes import __version__
 from probes.compare import http_similarity
+from probes.failures import Failure
+from probes.observe import says_no_such_name
 from probes.records import (
     SCHEMA,
-    DNSAnswer,
     DNSStage,
     HTTPStage,
     Measurement,
@@ -28,46 +44,51 @@ from probes.records import (
 )
 from probes.timefmt import parse_rfc3339
 
-__all__ = ["OONI_DATA_FORMAT", "OONI_TEST_VERSION", "ooni_record", "open_writer"]
+__all__ = [
+    "OONI_DATA_FORMAT",
+    "OONI_TEST_VERSION",
+    "dns_consistency",
+    "ooni_record",
+    "open_writer",
+    "report_id",
+]
 
-#: The web_connectivity test_keys version whose fields we render.
+#: The web_connectivity test_keys version whose fields we render (ts-017, the classic
+#: algorithm OONI Probe ran as 0.4.x).
 OONI_TEST_VERSION = "0.4.3"
 OONI_DATA_FORMAT = "0.2.0"
-_ENGINES = {"udp": "udp", "tcp": "tcp", "tls": "dot", "https": "doh", "system": "getaddrinfo"}
+#: The data format templates the test keys follow, and their versions (df-000 `extensions`).
+_EXTENSIONS = {"dnst": 0, "httpt": 0, "netevents": 0, "tcpconnect": 0, "tlshandshake": 0}
+_NO_CONTROL = "unknown_failure: no control measurement"
+_ALPHANUMERIC = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BLOCKING: dict[str, str | bool | None] = {
     Verdict.OK: False,
     Verdict.THROTTLED: False,
+    Verdict.SERVICE_DOWN: False,  # ts-017's "website down": no blocking, not accessible
     Verdict.DNS_BLOCKED: "dns",
     Verdict.TCP_BLOCKED: "tcp_ip",
     Verdict.TLS_BLOCKED: "http-failure",
     Verdict.ANOMALY: "http-diff",
 }
 
+# the TLS part under its older name (tests and callers read the chain through it)
+_ooni_tls = ooni_tls
+
 
 def open_writer(out: IO[str], options: ExportOptions) -> RowWriter:
     countries = options.countries
 
     def write(result: Result) -> None:
-        rendered = ooni_record(result, country=countries.get(result.measurement.vantage))
+        m = result.measurement
+        rendered = ooni_record(result, country=m.country or countries.get(m.vantage))
         out.write(json.dumps(rendered, ensure_ascii=False, separators=(",", ":")))
         out.write("\n")
 
     return write
 
 
-def _ooni_time(rfc3339: str) -> str:
-    """OONI's measurement time format: UTC 'YYYY-MM-DD HH:MM:SS'."""
-    return datetime.fromtimestamp(parse_rfc3339(rfc3339), UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _resolver_address(resolver: str) -> tuple[str, str]:
-    """(engine, 'ip:port') of a resolver as recorded ('udp://127.0.0.1:53', 'system', DoH URL)."""
-    kind, _, rest = resolver.partition("://")
-    if not rest:
-        return _ENGINES.get(resolver, resolver), ""
-    if kind == "https":
-        return "doh", resolver
-    return _ENGINES.get(kind, kind), rest
+def _utc(rfc3339: str) -> datetime:
+    return datetime.fromtimestamp(parse_rfc3339(rfc3339), UTC)
 
 
 def _host_of(address: str) -> str:
@@ -77,150 +98,81 @@ def _host_of(address: str) -> str:
     return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
 
 
-def _ooni_answer(answer: DNSAnswer) -> dict[str, Any]:
-    key = {"A": "ipv4", "AAAA": "ipv6"}.get(answer.rtype, "hostname")
-    return {"answer_type": answer.rtype, key: answer.value, "ttl": answer.ttl}
+def report_id(m: Measurement, cc: str) -> str:
+    """One report per vantage and UTC day, named as OONI's collector names reports.
+
+    ``YYYYMMDDT000000Z_webconnectivity_<cc>_<asn>_n1_<16 letters>``: the day's
+    start, the probe's country and AS number (0 unknown), and in place of the
+    collector's random part 16 letters and digits of a SHA-256 of the vantage,
+    the day, the country and the AS number, so the same store exports the same
+    ids every time and two vantages never share one.
+    """
+    day = _utc(m.time).strftime("%Y%m%d")
+    asn = m.asn or 0
+    digest = hashlib.sha256(f"lifeline\n{m.vantage}\n{day}\n{cc}\n{asn}".encode()).digest()
+    number = int.from_bytes(digest, "big")
+    tag = []
+    for _ in range(16):
+        number, digit = divmod(number, len(_ALPHANUMERIC))
+        tag.append(_ALPHANUMERIC[digit])
+    return f"{day}T000000Z_webconnectivity_{cc}_{asn}_n1_{''.join(tag)}"
 
 
-def _ooni_queries(dns: DNSStage | None) -> list[dict[str, Any]]:
-    if dns is None or dns.skipped:
-        return []
-    engine, address = _resolver_address(str(dns.resolver))
-    return [
-        {
-            "hostname": dns.name,
-            "query_type": q.qtype,
-            "engine": engine,
-            "resolver_address": address,
-            "failure": q.failure,
-            "rcode": q.rcode,
-            "answers": [_ooni_answer(a) for a in q.answers],
-            "t0": 0.0,
-            "t": float(q.duration_s or 0.0),
-        }
-        for q in dns.queries
-    ]
+def dns_consistency(m: Measurement, control: Measurement | None) -> str | None:
+    """ts-017's dns_consistency from the answers, as far as the record can tell.
+
+    ``consistent``: an IP literal (nothing to resolve); both lookups failed with
+    NXDOMAIN; the probe's and the control's addresses overlap; or, when no
+    bogon (an address that is not globally routable) came to the probe alone,
+    the probe's TLS handshake for the host succeeded on the addresses it got
+    (ts-017's optional rules: the addresses are good for the domain).
+    ``inconsistent`` otherwise. None without a DNS stage or a control's. The
+    records keep no AS numbers of the answers, so OONI's same-ASN rule cannot
+    apply.
+    """
+    dns = m.record(DNSStage)
+    if dns is None:
+        return None
+    if dns.skipped:
+        return "consistent"
+    c_dns = control.record(DNSStage) if control is not None else None
+    if c_dns is None:
+        return None
+    if not dns.ok or not c_dns.ok:
+        both = dns.failure == c_dns.failure == Failure.DNS_NXDOMAIN
+        return "consistent" if both else "inconsistent"
+    if set(dns.addresses) & set(c_dns.addresses):
+        return "consistent"
+    if any(_bogon(a) for a in set(dns.addresses) - set(c_dns.addresses)):
+        return "inconsistent"
+    tls = m.record(TLSStage)
+    if tls is not None and tls.ok and (tls.server_name or dns.name) == dns.name:
+        return "consistent"
+    return "inconsistent"
 
 
-def _ooni_tcp(tcp: TCPStage | None, start: float, control_ok: bool | None) -> list[dict[str, Any]]:
-    out = []
-    t = start
-    for a in tcp.attempts if tcp is not None else ():
-        duration = float(a.duration_s or 0.0)
-        if a.started_s is not None:  # raced (Happy Eyeballs): each attempt has its own start
-            t = start + float(a.started_s)
-        blocked = None if control_ok is None else (a.failure is not None and control_ok)
-        if a.outcome in ("cancelled", "family_unavailable"):
-            blocked = None  # stopped by us, or never sent: says nothing of the path
-        out.append(
-            {
-                "ip": a.address,
-                "port": a.port,
-                "status": {"success": bool(a.ok), "failure": a.failure, "blocked": blocked},
-                "t0": t,
-                "t": t + duration,
-            }
-        )
-        t += duration
-    return out
+def _bogon(address: str) -> bool:
+    try:
+        return not ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
 
 
-def _ooni_tls(tls: TLSStage | None, tcp: TCPStage | None, start: float) -> list[dict[str, Any]]:
-    if tls is None:
-        return []
-    port = (tcp.port if tcp is not None else 0) or 443
-    address = tls.address
-    where = f"[{address}]:{port}" if address and ":" in address else f"{address}:{port}"
-    cert = tls.certificate
-    return [
-        {
-            "address": where if address else None,
-            "server_name": tls.server_name,
-            "tls_version": tls.version,
-            "cipher_suite": tls.cipher,
-            "negotiated_protocol": tls.alpn,
-            "failure": tls.failure,
-            "peer_certificates": [{"format": "base64", "data": der} for der in tls.chain],
-            "lifeline_certificate": dataclasses.asdict(cert) if cert is not None else None,
-            "t0": start,
-            "t": start + float(tls.duration_s or 0.0),
-        }
-    ]
-
-
-def _ooni_requests(http: HTTPStage | None) -> list[dict[str, Any]]:
-    """One entry per request of the redirect chain, last request first (as OONI lists them)."""
-    if http is None:
-        return []
-    hops = http.redirects
-    requests = [
-        {
-            "request": {"url": hop.url, "method": "GET", "headers": {}},
-            "response": {"code": hop.status, "headers": {"Location": hop.location}},
-            "failure": None,
-        }
-        for hop in hops
-    ]
-    final_url = http.final_url or http.url
-    body = http.body_head
-    length = http.body_length
-    truncated = bool(http.body_truncated) or (
-        body is not None and length is not None and len(body.encode()) < length
-    )
-    last: dict[str, Any] = {
-        "request": {"url": final_url, "method": "GET", "headers": {}},
-        "response": {
-            "code": http.status,
-            "headers": dict(http.headers),
-            "body": body,
-            "body_is_truncated": truncated,
-            "body_length": length,
-        },
-        "failure": http.failure,
-    }
-    if hops and hops[-1].url == final_url:
-        requests[-1] = last
-    else:
-        requests.append(last)
-    return list(reversed(requests))
-
-
-def _ooni_control(control: Measurement | None) -> dict[str, Any]:
-    """The control measurement in the shape of OONI's test helper answer."""
-    if control is None:
-        return {}
-    dns, tcp, http = control.record(DNSStage), control.record(TCPStage), control.record(HTTPStage)
-    out: dict[str, Any] = {}
-    if dns is not None:
-        out["dns"] = {"failure": dns.failure, "addrs": list(dns.addresses)}
-    if tcp is not None:
-        out["tcp_connect"] = {
-            f"{a.address}:{a.port}": {"status": bool(a.ok), "failure": a.failure}
-            for a in tcp.attempts
-        }
-    if http is not None:
-        out["http_request"] = {
-            "body_length": http.body_length if http.body_length is not None else -1,
-            "failure": http.failure,
-            "title": http.title or "",
-            "headers": dict(http.headers),
-            "status_code": http.status if http.status is not None else -1,
-        }
-    return out
-
-
-def _comparisons(http: HTTPStage | None, control: Measurement | None) -> dict[str, bool | None]:
+def _comparisons(http: HTTPStage | None, control: Measurement | None) -> dict[str, Any]:
     """OONI's HTTP comparisons, the classifier's own; None where there is nothing to compare.
 
-    ``body_length_match`` is None as well when a body length is unknown.
+    ``body_proportion`` and ``body_length_match`` are None as well when a body
+    length is unknown.
     """
     c_http = control.record(HTTPStage) if control is not None else None
     if http is None or c_http is None or not http.ok or not c_http.ok:
         return dict.fromkeys(
-            ("body_length_match", "status_code_match", "headers_match", "title_match")
-        )
+            ("body_proportion", "body_length_match", "status_code_match", "headers_match",
+             "title_match")
+        )  # fmt: skip
     same = http_similarity(http, c_http)
     return {
+        "body_proportion": same.body_proportion,
         "body_length_match": None if same.body_proportion is None else same.body_length_match,
         "status_code_match": same.status_code_match,
         "headers_match": same.headers_match,
@@ -228,29 +180,45 @@ def _comparisons(http: HTTPStage | None, control: Measurement | None) -> dict[st
     }
 
 
-def _blocking(verdict: str, http: HTTPStage | None) -> str | bool | None:
-    """OONI's `blocking` key for one of our verdicts (None where OONI cannot tell either)."""
+def _blocking(
+    verdict: str, http: HTTPStage | None, control: Measurement | None = None
+) -> str | bool | None:
+    """OONI's `blocking` key for one of our verdicts (None where OONI cannot tell either).
+
+    An ``anomaly`` is told apart by what made it: an HTTP failure that is not a
+    censor's signature is OONI's "http-failure", answers for a name the control
+    says does not exist are "dns", a differing page "http-diff".
+    """
+    failed = http is not None and not http.ok
     if verdict == Verdict.HTTP_BLOCKED:
-        return "http-failure" if http is not None and not http.ok else "http-diff"
+        return "http-failure" if failed else "http-diff"
+    if verdict == Verdict.ANOMALY:
+        if failed:
+            return "http-failure"
+        if control is not None and says_no_such_name(control.record(DNSStage)):
+            return "dns"
     return _BLOCKING.get(verdict)
 
 
-def _accessible(verdict: str, http: HTTPStage | None) -> bool | None:
-    """OONI's `accessible`: True when people get the page, False when blocked, None when unknown."""
+def _accessible(
+    verdict: str, http: HTTPStage | None, control: Measurement | None = None
+) -> bool | None:
+    """OONI's `accessible`: True when people get the page, False when blocked or down."""
     if verdict in (Verdict.OK, Verdict.THROTTLED):
         return True
-    return False if _blocking(verdict, http) not in (None, False) else None
+    if verdict == Verdict.SERVICE_DOWN:
+        return False
+    return False if _blocking(verdict, http, control) not in (None, False) else None
 
 
-def _dns_consistency(verdict: str, control: Measurement | None) -> str | None:
-    c_dns = control.record(DNSStage) if control is not None else None
-    if c_dns is None or not c_dns.ok:
-        return None
-    return "inconsistent" if verdict == Verdict.DNS_BLOCKED else "consistent"
+def _http_failure(m: Measurement) -> str | None:
+    """What kept the page from coming: the failure the web step would have met."""
+    stages = (m.record(HTTPStage), m.record(TLSStage), m.record(TCPStage), m.record(DNSStage))
+    return next((str(s.failure) for s in stages if s is not None and not s.ok), None)
 
 
 def ooni_record(result: Result, *, country: str | None = None) -> dict[str, Any]:
-    """A measurement record rendered as an OONI web_connectivity-style measurement (df-000)."""
+    """A measurement record rendered as an OONI web_connectivity measurement (df-000)."""
     m, control = result.measurement, result.control
     dns, tcp, tls, http = (
         m.record(DNSStage),
@@ -259,43 +227,38 @@ def ooni_record(result: Result, *, country: str | None = None) -> dict[str, Any]
         m.record(HTTPStage),
     )
     verdict = result.verdict.value
-    engine, resolver = _resolver_address(dns.resolver if dns is not None else "")
-    tcp_start = float((dns.duration_s if dns is not None else 0.0) or 0.0)
-    tls_start = tcp_start + float((tcp.duration_s if tcp is not None else 0.0) or 0.0)
-    control_tcp = control.record(TCPStage) if control is not None else None
+    engine, resolver = resolver_address(dns.resolver if dns is not None else "")
+    resolver_ip = _host_of(resolver) if engine in ("udp", "tcp", "dot") else ""
+    clock = Clock.of(m)
     test_keys: dict[str, Any] = {
-        "client_resolver": None,
-        "queries": _ooni_queries(dns),
-        "tcp_connect": _ooni_tcp(tcp, tcp_start, None if control_tcp is None else control_tcp.ok),
-        "tls_handshakes": _ooni_tls(tls, tcp, tls_start),
-        "requests": _ooni_requests(http),
-        "control": _ooni_control(control),
-        "control_failure": None if control is not None else "lifeline: no control measurement",
+        "agent": "redirect",  # redirects are followed
+        "client_resolver": resolver_ip,
+        "retries": None,
+        "socksproxy": None,
+        "network_events": [],
+        "queries": ooni_queries(dns),
+        "tcp_connect": ooni_tcp(tcp, clock.tcp, control),
+        "tls_handshakes": ooni_tls(tls, tcp, clock.tls),
+        "requests": ooni_requests(http, tcp, clock.http),
+        "control": ooni_control(control),
+        "control_failure": None if control is not None else _NO_CONTROL,
         "dns_experiment_failure": dns.failure if dns is not None else None,
-        "http_experiment_failure": (http.failure if http is not None else None)
-        or (tls.failure if tls is not None else None),
-        "dns_consistency": _dns_consistency(verdict, control),
+        "http_experiment_failure": _http_failure(m),
+        "dns_consistency": dns_consistency(m, control),
         **_comparisons(http, control),
-        "blocking": _blocking(verdict, http),
-        "accessible": _accessible(verdict, http),
+        "blocking": _blocking(verdict, http, control),
+        "accessible": _accessible(verdict, http, control),
         "lifeline_verdict": verdict,
         "lifeline_reason": result.reason,
     }
-    when = _ooni_time(m.time)
+    when = _utc(m.time).strftime("%Y-%m-%d %H:%M:%S")
+    cc = (m.country or country or "ZZ").upper()
+    helpers = (
+        {"backend": {"address": f"lifeline:{control.vantage}", "type": "lifeline"}}
+        if control is not None
+        else {}
+    )
     return {
-        "data_format_version": OONI_DATA_FORMAT,
-        "measurement_start_time": when,
-        "test_start_time": when,
-        "probe_asn": "AS0",
-        "probe_cc": (country or "ZZ").upper(),
-        "probe_ip": "127.0.0.1",
-        "input": m.target,
-        "test_name": "web_connectivity",
-        "test_version": OONI_TEST_VERSION,
-        "software_name": "lifeline",
-        "software_version": result.version or __version__,
-        "resolver_ip": _host_of(resolver) if engine in ("udp", "tcp", "dot") else "",
-        "test_runtime": m.duration_s,
         "annotations": {
             "engine_name": "lifeline",
             "lifeline_schema": SCHEMA,
@@ -303,5 +266,24 @@ def ooni_record(result: Result, *, country: str | None = None) -> dict[str, Any]
             "lifeline_vantage": m.vantage,
             "lifeline_verdict": verdict,
         },
+        "data_format_version": OONI_DATA_FORMAT,
+        "extensions": dict(_EXTENSIONS),
+        "input": m.target,
+        "measurement_start_time": when,
+        "probe_asn": f"AS{m.asn or 0}",  # AS0: OONI's "unknown"
+        "probe_cc": cc,
+        "probe_ip": "127.0.0.1",  # OONI's "not disclosed"
+        "probe_network_name": m.network_name or "",
+        "report_id": report_id(m, cc),
+        "resolver_asn": "AS0",  # not recorded
+        "resolver_ip": resolver_ip,
+        "resolver_network_name": "",
+        "software_name": "lifeline",
+        "software_version": result.version or __version__,
+        "test_helpers": helpers,
         "test_keys": test_keys,
+        "test_name": "web_connectivity",
+        "test_runtime": float(m.duration_s or 0.0),
+        "test_start_time": when,
+        "test_version": OONI_TEST_VERSION,
     }

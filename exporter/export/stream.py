@@ -20,6 +20,7 @@ from exporter.export.common import (
     open_existing,
     resolve_data,
     resolve_time,
+    unmatched_filters,
 )
 from exporter.export.formats import FORMATS, ExportOptions
 from exporter.store import Store, StoreError
@@ -51,15 +52,30 @@ def export(
             out.write("\n")
             count += 1
         return count
+    if form.binary:
+        out.flush()  # what was written as text goes first
     write = form.open_writer(out, ExportOptions(countries=countries or {}))
-    for line in lines:
-        write(Result.from_dict(json.loads(line)))
-        count += 1
+    try:
+        for line in lines:
+            write(Result.from_dict(json.loads(line)))
+            count += 1
+    finally:
+        close = getattr(write, "close", None)
+        if close is not None:
+            close()  # a format's footer (Parquet); also after a failure, to free it
     return count
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """`lifeline export`: measurements from the store to stdout, streamed."""
+    """`lifeline export`: measurements from the store to stdout, streamed.
+
+    What the records say of their vantage (country, network) is exported from them alone;
+    only a config named with ``-c`` fills in the country of older records that lack it,
+    never the ./config.yaml of wherever the command runs (which only names the data dir).
+    """
+    explicit = getattr(args, "config", None) is not None
+    if not explicit:
+        args.config = "config.yaml"
     resolved = resolve_data(args)
     if resolved is None:
         return EXIT_USAGE
@@ -70,12 +86,27 @@ def run_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if since is not None and until is not None and since >= until:
+        print(f"lifeline: --since {since} is not before --until {until}", file=sys.stderr)
+        return EXIT_USAGE
+    form = FORMATS[args.format]
+    if form.binary and sys.stdout.isatty():
+        print(
+            f"lifeline: --format {args.format} is binary: redirect it to a file "
+            f"(lifeline export --format {args.format} > measurements.{args.format})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     store = open_existing(directory)
     if store is None:
         return EXIT_FOUND
-    countries = {v.name: v.country for v in config.vantages if v.country} if config else {}
+    countries = {}
+    if config is not None and explicit:
+        countries = {v.name: v.country for v in config.vantages if v.country}
     try:
-        export(
+        for problem in unmatched_filters(store, args.service or (), args.vantage or ()):
+            print(f"lifeline: {problem}", file=sys.stderr)
+        count = export(
             store,
             sys.stdout,
             fmt=args.format,
@@ -86,9 +117,14 @@ def run_export(args: argparse.Namespace) -> int:
             countries=countries,
         )
         sys.stdout.flush()
+        if count == 0:
+            print("lifeline: 0 measurements match", file=sys.stderr)
     except StoreError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return EXIT_FOUND
+    except RuntimeError as exc:  # a format that cannot run here (parquet without pyarrow)
+        print(f"lifeline: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         store.close()
     return EXIT_OK

@@ -18,6 +18,7 @@ from exporter.export.common import (
     open_existing,
     resolve_data,
     resolve_time,
+    unmatched_filters,
 )
 from exporter.incidents import (
     INCIDENT_SCHEMA,
@@ -222,6 +223,8 @@ def run_incidents(args: argparse.Namespace) -> int:
     if store is None:
         return EXIT_FOUND
     try:
+        for problem in unmatched_filters(store, args.service or (), args.vantage or ()):
+            print(f"lifeline: {problem}", file=sys.stderr)
         seen = {(r.service, r.target, r.vantage): r.time for r in store.latest()}
         changes = store.changes()  # all: an incident's first periods may end before --since
     except StoreError as exc:

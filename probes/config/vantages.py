@@ -28,7 +28,7 @@ from probes.model import Agent, ResolverSpec, SourceAddress, Vantage
 
 _VANTAGE_KEYS = (
     "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
-    "dns_window", "connect_every_address",
+    "dns_window", "asn", "network_name", "connect_every_address",
 )  # fmt: skip
 _AGENT_KEYS = ("url", "vantage", "username", "password", "ca_file")
 _SOURCE_KEYS = ("ipv4", "ipv6", "interface")
@@ -80,6 +80,8 @@ def _read_vantage(r: Reader, node: Node, path: str) -> Vantage | None:
         ("source", lambda n, p: _read_source(r, n, f"{path}.source_address")),
         ("country", lambda n, p: _read_country(r, n, p)),
         ("timezone", lambda n, p: _read_timezone(r, n, p)),
+        ("asn", lambda n, p: _read_asn(r, n, p)),
+        ("network_name", lambda n, p: _read_network_name(r, n, p)),
         ("dns_window", lambda n, p: _read_dns_window(r, n, p)),
         ("connect_every_address", lambda n, p: r.boolean(n, p)),
     ):
@@ -310,6 +312,30 @@ def _read_country(r: Reader, node: Node, path: str) -> str | None:
         r.error(path, f"{text.shown} must be a two-letter country code such as IR", node)
         return None
     return code
+
+
+def _read_asn(r: Reader, node: Node, path: str) -> int | None:
+    """``asn: 12880`` or ``asn: AS12880``: a 32-bit autonomous system number."""
+    text = r.text(node, path)
+    if text is None:
+        return None
+    raw = text.value.strip()
+    digits = raw[2:] if raw[:2].upper() == "AS" else raw
+    if not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) < 2**32:
+        r.error(path, f"{text.shown} must be an autonomous system number such as AS12880", node)
+        return None
+    return int(digits)
+
+
+def _read_network_name(r: Reader, node: Node, path: str) -> str | None:
+    text = r.text(node, path)
+    if text is None:
+        return None
+    name = text.value.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        r.error(path, f"{text.shown} must be 1 to 100 printable characters", node)
+        return None
+    return name
 
 
 def _read_timezone(r: Reader, node: Node, path: str) -> str | None:
