@@ -14,7 +14,6 @@ is tentative, deprecated or failed duplicate address detection.
 from __future__ import annotations
 
 import errno
-import fcntl
 import ipaddress
 import socket
 import struct
@@ -62,6 +61,8 @@ def interface_addresses(name: str) -> InterfaceAddresses:
 
 
 def _ipv4_of(name: str) -> str | None:
+    import fcntl  # POSIX only: imported where it is used (only on Linux)
+
     request = struct.pack("256s", name.encode()[:15])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
