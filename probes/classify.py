@@ -60,6 +60,7 @@ from probes.observe import (
     clean_failure,
     incomplete,
     is_bogon,
+    local_limitation,
     says_no_such_name,
     stage_label,
     stage_order,
@@ -194,6 +195,9 @@ def _usable_control(
     brk = break_of(control)
     if brk is not None and brk.stage != "status" and _canaries_down(control_canaries):
         return None, "the control vantage is down (every canary failed there)"
+    local = local_limitation(control)
+    if local is not None:
+        return None, f"the control vantage could not measure it ({local})"
     return control, ""
 
 
@@ -235,9 +239,10 @@ def _vantage_down(case: Case) -> Judgement | None:
 def _canaries_down(canaries: Sequence[Measurement]) -> bool:
     """True when at least one canary told us something and none reached its server.
 
-    A canary that could not be measured (``error``) says nothing either way.
+    A canary that could not be measured (``error``), or failed only for a limit of
+    the vantage itself (an address family it cannot use), says nothing either way.
     """
-    informative = [c for c in canaries if c.error is None]
+    informative = [c for c in canaries if c.error is None and local_limitation(c) is None]
     if not informative:
         return False
     for canary in informative:
@@ -333,6 +338,23 @@ def _measurement_error(case: Case) -> Judgement | None:
             "recording a failure, so it cannot be judged.",
         )
     return None
+
+
+def _family_unavailable(case: Case) -> Judgement | None:
+    """It failed only because this vantage cannot use an address family: nothing was sent.
+
+    A vantage bound to an IPv4 address meeting an IPv6-only service (or bound to
+    IPv6 with an IPv4 resolver) measures nothing there; calling that blocking
+    would file a local limit as censorship.
+    """
+    local = local_limitation(case.obs)
+    if local is None:
+        return None
+    return Judgement(
+        Verdict.ERROR,
+        f"The measurement could not be made from this vantage: {local}; that is a limit "
+        "of the vantage, not blocking.",
+    )
 
 
 # --- 4. service_down ----------------------------------------------------------------
@@ -646,6 +668,7 @@ _RULES: tuple[Callable[[Case], Judgement | None], ...] = (
     _dns_injection,
     _http_fingerprint,
     _measurement_error,
+    _family_unavailable,
     _shared_failure,
     _invented_answers,
     _first_failing_stage,

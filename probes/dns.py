@@ -199,9 +199,10 @@ async def _exchange(
     listening: Listening | None = None,
 ) -> dns.message.Message | DNSQuery:
     """One question to the configured resolver, by its transport."""
-    source = net.vantage.source_address
     if spec.kind == "udp":
-        return await _udp(spec, ask, source, deadline, listening)
+        return await _udp(net, spec, ask, deadline, listening)
+    local = net.local_addr(spec.host) if spec.kind in ("tcp", "tls") else None
+    source = local[0] if local is not None else None
     query = ask.message()
     if spec.kind == "tcp":
         return await dns.asyncquery.tcp(
@@ -223,9 +224,9 @@ async def _exchange(
 
 
 async def _udp(
+    net: VantageNet,
     spec: ResolverSpec,
     ask: _Question,
-    source: str | None,
     deadline: Deadline,
     listening: Listening | None = None,
 ) -> dns.message.Message | DNSQuery:
@@ -236,20 +237,21 @@ async def _udp(
         if remaining <= 0:
             raise StageError(Failure.TIMEOUT, "no answer from the resolver")
         try:
-            return await _udp_try(spec, ask, source, min(wait, remaining), listening)
+            return await _udp_try(net, spec, ask, min(wait, remaining), listening)
         except dns.message.Truncated:
+            local = net.local_addr(spec.host)
             return await dns.asyncquery.tcp(
                 ask.message(), spec.host, timeout=deadline.remaining(), port=spec.port,
-                source=source,
+                source=local[0] if local is not None else None,
             )  # fmt: skip
         except TimeoutError:
             wait *= 2
 
 
 async def _udp_try(
+    net: VantageNet,
     spec: ResolverSpec,
     ask: _Question,
-    source: str | None,
     window: float,
     listening: Listening | None = None,
 ) -> dns.message.Message | DNSQuery:
@@ -270,12 +272,13 @@ async def _udp_try(
     """
     loop = asyncio.get_running_loop()
     destination = (spec.host, spec.port)
-    sock = socket.socket(dns.inet.af_for_address(spec.host), socket.SOCK_DGRAM)
+    family = dns.inet.af_for_address(spec.host)
+    net.source_for(family)  # no source of the resolver's family: raised before a socket exists
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     kept = False
     try:
         sock.setblocking(False)
-        if source:
-            sock.bind((source, 0))
+        net.bind_source(sock)
         async with asyncio.timeout(window):
             await loop.sock_sendto(sock, ask.wire, destination)
             while True:

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import socket
 import ssl
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,7 +27,7 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from probes.failures import Failure, unknown
 
-__all__ = ["NotMeasurable", "StageError", "failure_of", "mapped"]
+__all__ = ["FamilyUnavailable", "NotMeasurable", "StageError", "failure_of", "mapped"]
 
 
 class StageError(Exception):
@@ -35,6 +36,12 @@ class StageError(Exception):
     def __init__(self, failure: str, detail: str = "") -> None:
         super().__init__(detail or failure)
         self.failure = failure
+
+
+class FamilyUnavailable(StageError):
+    """This vantage cannot use an address family here: a local limitation, not a failure
+    of the path (no source address of that family, an address the host does not have,
+    no route for the family). Raised before anything is sent."""
 
 
 class NotMeasurable(Exception):
@@ -64,6 +71,8 @@ _ERRNOS: dict[int, Failure] = {
     errno.ENETUNREACH: Failure.NETWORK_UNREACHABLE,
     errno.ENETDOWN: Failure.NETWORK_UNREACHABLE,
     errno.ETIMEDOUT: Failure.TIMEOUT,
+    errno.EAFNOSUPPORT: Failure.ADDRESS_FAMILY_NOT_SUPPORTED,
+    errno.EADDRNOTAVAIL: Failure.ADDRESS_NOT_AVAILABLE,
 }
 
 _GAI_ERRORS: dict[int, Failure] = {
@@ -73,6 +82,13 @@ _GAI_ERRORS: dict[int, Failure] = {
 }
 if hasattr(socket, "EAI_NODATA"):  # glibc only
     _GAI_ERRORS[socket.EAI_NODATA] = Failure.DNS_NO_ANSWER
+# binding a socket of one family to an address of the other ("Address family for
+# hostname not supported"): the vantage's own limitation
+_GLIBC_EAI_ADDRFAMILY = -9 if sys.platform.startswith("linux") else None
+_EAI_ADDRFAMILY = getattr(socket, "EAI_ADDRFAMILY", _GLIBC_EAI_ADDRFAMILY)
+if _EAI_ADDRFAMILY is not None:  # Python leaves glibc's (-9) out of the socket module
+    _GAI_ERRORS[_EAI_ADDRFAMILY] = Failure.ADDRESS_FAMILY_NOT_SUPPORTED
+_GAI_ERRORS[socket.EAI_FAMILY] = Failure.ADDRESS_FAMILY_NOT_SUPPORTED
 
 # Last resort: words in messages of libraries that raise bare exceptions.
 _TEXTS: tuple[tuple[str, Failure], ...] = (
@@ -214,6 +230,8 @@ def _aiohttp_type(exc: BaseException) -> str | None:
 
 
 def _asyncio_type(exc: BaseException) -> str | None:
+    if isinstance(exc, asyncio.CancelledError):  # stopped by us (OONI: "interrupted")
+        return Failure.INTERRUPTED
     if isinstance(exc, asyncio.IncompleteReadError | EOFError):
         return Failure.EOF
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError on 3.11

@@ -102,22 +102,38 @@ class DNSStage:
 
 @dataclass(slots=True)
 class TCPAttempt:
+    """One connection attempt of the Happy Eyeballs race (probes/tcp.py)."""
+
     address: str
     port: int
     ok: bool
     failure: str | None
     duration_s: float
+    family: str | None = None  # "ipv4" | "ipv6" (None in records older than it)
+    started_s: float | None = None  # when it started, seconds after the stage began
+    # "connected", "failed" (the path's answer), "family_unavailable" (this vantage
+    # cannot use the family: nothing was sent), "cancelled" (another attempt connected
+    # first; failure "interrupted"); None in older records
+    outcome: str | None = None
 
 
 @dataclass(slots=True)
 class TCPStage:
     ok: bool
-    failure: str | None  # the failure of the last attempt when every attempt failed
+    # when every attempt failed: the last failure of the path, or a local one
+    # (address_family_not_supported, ...) when no attempt could leave this host
+    failure: str | None
     duration_s: float
-    attempts: list[TCPAttempt] = field(default_factory=list)
+    attempts: list[TCPAttempt] = field(default_factory=list)  # in the order they started
     address: str | None = None  # the address that connected
     port: int = 0
     via_proxy: bool = False
+    # family ("ipv4", "ipv6") -> why this vantage could not use it (no source address
+    # of that family, no route for it here, ...): a local limitation, never blocking
+    families_unavailable: dict[str, str] = field(default_factory=dict)
+    # with the vantage's connect_every_address, after the measurement failed: one connect
+    # to each address the race left unsettled (at most MAX_EVERY_ADDRESS, tcp.py)
+    every_address: list[TCPAttempt] = field(default_factory=list)
 
 
 # --- TLS ---------------------------------------------------------------------

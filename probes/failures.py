@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Failure", "is_known", "unknown"]
+__all__ = ["LOCAL_FAILURES", "Failure", "is_known", "unknown"]
 
 
 class Failure(StrEnum):
@@ -33,6 +33,19 @@ class Failure(StrEnum):
     HTTP_PROTOCOL_ERROR = "http_protocol_error"
     HTTP_TOO_MANY_REDIRECTS = "http_too_many_redirects"
     HTTP_BAD_REDIRECT = "http_bad_redirect"
+    # stopped by us, not failed: a connection attempt cancelled because another won
+    INTERRUPTED = "interrupted"
+    # The vantage itself cannot use the address family (OONI's names for
+    # EAFNOSUPPORT and EADDRNOTAVAIL): no source address of that family, a
+    # source address the host no longer has, a family the kernel does not speak.
+    ADDRESS_FAMILY_NOT_SUPPORTED = "address_family_not_supported"
+    ADDRESS_NOT_AVAILABLE = "address_not_available"
+
+
+#: Failures that only this host can cause, never the network or a censor: they
+#: arise before a packet is sent (creating or binding the socket), so they say
+#: the vantage cannot use a family, not that anything was blocked.
+LOCAL_FAILURES = frozenset({Failure.ADDRESS_FAMILY_NOT_SUPPORTED, Failure.ADDRESS_NOT_AVAILABLE})
 
 
 _KNOWN = frozenset(f.value for f in Failure)

@@ -35,7 +35,7 @@ from probes.evidence import DNSStage, HTTPHop, HTTPStage
 from probes.failures import Failure
 from probes.model import is_ip
 from probes.net import OpenConnection, StageContext
-from probes.tcp import MAX_ATTEMPTS
+from probes.tcp import MAX_ATTEMPTS, race_connect
 from probes.tls import ParkedProtocol
 
 __all__ = [
@@ -489,43 +489,22 @@ class _VantageConnector(aiohttp.TCPConnector):
     async def _dial_any(
         self, factory: Any, addr_infos: list[Any], ssl_ctx: Any, server_name: str | None
     ) -> tuple[asyncio.Transport, Any, str]:
-        """Try the addresses in order along the vantage's path; the first that works wins."""
+        """The addresses raced along the vantage's path, as the TCP stage races them
+        (Happy Eyeballs); TLS, if wanted, on the one that connected."""
         infos = addr_infos[:MAX_ATTEMPTS]
-        last: BaseException | None = None
-        for i, info in enumerate(infos):
-            address, port = info[4][0], info[4][1]
-            try:
-                transport, proto = await self._dial(
-                    factory, address, port, ssl_ctx, server_name, len(infos) - i
-                )
-            except Exception as exc:  # each library's own kind; mapped below
-                last = exc
-                continue
-            return transport, proto, address
-        if last is None:
+        if not infos:
             raise StageError(Failure.DNS_NO_ANSWER, "no address to connect to")
-        raise StageError(failure_of(last), str(last)) from last
-
-    async def _dial(
-        self,
-        factory: Any,
-        address: str,
-        port: int,
-        ssl_ctx: Any,
-        server_name: str | None,
-        left: int,
-    ) -> tuple[asyncio.Transport, Any]:
-        budget = self._ctx.deadline.remaining()
-        if budget <= 0:
-            raise StageError(Failure.TIMEOUT, "no time left")
-        sock = await self._ctx.net.dial(address, port, budget / left)
+        port = infos[0][4][1]
+        sock, address = await race_connect(self._ctx, [info[4][0] for info in infos], port)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._ctx.deadline.remaining()):
                 transport, proto = await loop.create_connection(
                     factory, sock=sock, ssl=ssl_ctx, server_hostname=server_name
                 )
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            if isinstance(exc, Exception) and not isinstance(exc, StageError):
+                raise StageError(failure_of(exc), str(exc)) from exc
             raise
-        return transport, proto
+        return transport, proto, address

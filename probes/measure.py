@@ -22,6 +22,7 @@ from probes.model import Target, Vantage
 from probes.net import StageContext, VantageNet
 from probes.records import Measurement
 from probes.stages import STAGES, StageFn
+from probes.tcp import connect_every_address
 from probes.timefmt import rfc3339
 
 __all__ = ["STAGES", "StageFn", "blank_measurement", "measure"]
@@ -84,6 +85,8 @@ async def _run_stages(ctx: StageContext, stop: frozenset[str]) -> None:
         record = await stage.run(ctx)
         stages[stage.name] = record
         if not record.ok:
+            if ctx.vantage.connect_every_address:
+                await connect_every_address(ctx, stop)
             return
         if isinstance(record, DNSStage) and _only_censor_addresses(record, stop):
             return

@@ -31,6 +31,7 @@ __all__ = [
     "Proxy",
     "ResolverSpec",
     "Service",
+    "SourceAddress",
     "Storage",
     "Target",
     "Vantage",
@@ -191,12 +192,32 @@ class Agent:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceAddress:
+    """What a vantage binds its outgoing sockets to: one address per family, or an interface.
+
+    With ``interface``, the addresses are the interface's own, read when the
+    vantage dials (probes/interfaces.py), so a renumbered interface is
+    followed. A family without an address here cannot be used by the vantage:
+    its sockets are never sent out unbound along another path.
+    """
+
+    ipv4: str | None = None
+    ipv6: str | None = None
+    interface: str | None = None
+
+    def __str__(self) -> str:
+        if self.interface is not None:
+            return f"interface {self.interface}"
+        return ", ".join(a for a in (self.ipv4, self.ipv6) if a is not None)
+
+
+@dataclass(frozen=True, slots=True)
 class Vantage:
     name: str
     resolver: ResolverSpec
     control: bool = False
     proxy: Proxy | None = None
-    source_address: str | None = None
+    source: SourceAddress | None = None  # ``source_address:`` in the config
     country: str | None = None
     timezone: str | None = None
     asn: int | None = None  # the vantage's network: its autonomous system number
@@ -204,6 +225,15 @@ class Vantage:
     agent: Agent | None = None  # measured by a remote agent (docs/agents.md), not from here
     # seconds the DNS stage listens for further UDP replies after the first (0: off)
     dns_window: float = DEFAULT_DNS_WINDOW_S
+    # after a failed measurement, connect once to every address of the target that the
+    # TCP stage's race left untried (TCPStage.every_address)
+    connect_every_address: bool = False
+
+    @property
+    def source_address(self) -> str | None:
+        """The binding as a user reads it (``127.0.0.2``, ``192.0.2.2, 2001:db8::2``,
+        ``interface eth0``), None when the vantage does not bind."""
+        return None if self.source is None else str(self.source)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import functools
 import os
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -27,6 +29,9 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy as SocksProxy
 
 from probes.deadline import Deadline
+from probes.errors import FamilyUnavailable
+from probes.failures import Failure
+from probes.interfaces import InterfaceAddresses, interface_addresses
 from probes.model import Proxy, Target, Vantage
 
 if TYPE_CHECKING:
@@ -34,9 +39,25 @@ if TYPE_CHECKING:
 
 _R = TypeVar("_R")
 
-__all__ = ["CountingSocket", "OpenConnection", "StageContext", "VantageNet"]
+__all__ = [
+    "CountingSocket",
+    "OpenConnection",
+    "StageContext",
+    "VantageNet",
+    "family_name",
+    "literal_family",
+]
 
 _PROXY_TYPES = {"socks5": ProxyType.SOCKS5}
+#: How long an interface's addresses are taken as read (they change rarely, and a
+#: measurement dials a few times).
+INTERFACE_CACHE_S = 5.0
+#: connect() errors raised before a packet leaves: this host cannot use the family.
+_LOCAL_CONNECT_ERRORS = {
+    errno.ENETUNREACH: Failure.NETWORK_UNREACHABLE,  # no route of that family here
+    errno.EADDRNOTAVAIL: Failure.ADDRESS_NOT_AVAILABLE,
+    errno.EAFNOSUPPORT: Failure.ADDRESS_FAMILY_NOT_SUPPORTED,
+}
 #: The most of an HTTP proxy's CONNECT reply head that is read before giving up.
 MAX_CONNECT_HEAD = 16 * 1024
 _HEAD_END = b"\r\n\r\n"
@@ -185,10 +206,62 @@ class VantageNet:
         self.ssl_context = _ssl_context(ca_file, ("http/1.1",))
         self.dot_ssl_context = _ssl_context(ca_file, ("dot",))
         self._doh_session: aiohttp.ClientSession | None = None
+        self._interface: tuple[float, InterfaceAddresses] | None = None
 
     @property
     def via_proxy(self) -> bool:
         return self.vantage.proxy is not None
+
+    def source_for(self, family: int) -> str | None:
+        """The address to bind a socket of ``family`` to; None when the vantage does not bind.
+
+        Raises FamilyUnavailable when the vantage binds but has no address of
+        that family: sending such a socket out unbound would measure another
+        network path than the vantage's.
+        """
+        source = self.vantage.source
+        if source is None:
+            return None
+        name = family_name(family)
+        if source.interface is None:
+            address = source.ipv4 if family == socket.AF_INET else source.ipv6
+            if address is None:
+                raise FamilyUnavailable(
+                    Failure.ADDRESS_FAMILY_NOT_SUPPORTED,
+                    f"no {name} source address (source_address: {source})",
+                )
+            return address
+        now = time.monotonic()
+        if self._interface is None or now - self._interface[0] > INTERFACE_CACHE_S:
+            self._interface = (now, interface_addresses(source.interface))
+        found = self._interface[1]
+        address = found.ipv4 if family == socket.AF_INET else found.ipv6
+        if address is None:
+            why = found.problem or f"interface {source.interface} has no usable {name} address"
+            raise FamilyUnavailable(Failure.ADDRESS_FAMILY_NOT_SUPPORTED, why)
+        return address
+
+    def bind_source(self, sock: socket.socket) -> None:
+        """Bind ``sock`` to the vantage's source address of its family, if it binds.
+
+        A bind the host refuses (an address it does not have, a family it does
+        not speak) is FamilyUnavailable: nothing was sent.
+        """
+        source = self.source_for(sock.family)
+        if source is None:
+            return
+        try:
+            sock.bind((source, 0))
+        except OSError as exc:
+            failure = _LOCAL_CONNECT_ERRORS.get(exc.errno or 0)
+            if isinstance(exc, socket.gaierror) or failure is None:
+                failure = Failure.ADDRESS_FAMILY_NOT_SUPPORTED
+            raise FamilyUnavailable(failure, f"cannot bind to {source}: {exc}") from exc
+
+    def local_addr(self, host: str) -> tuple[str, int] | None:
+        """``local_addr`` for a library that connects to ``host`` (an IP literal) itself."""
+        source = self.source_for(literal_family(host))
+        return None if source is None else (source, 0)
 
     async def dial(self, address: str, port: int, budget: float) -> CountingSocket:
         """A connected TCP socket to ``address`` (an IP literal) along the vantage's path."""
@@ -197,14 +270,33 @@ class VantageNet:
         return await self._dial_proxy(address, port, budget)
 
     async def _dial_direct(self, address: str, port: int, budget: float) -> CountingSocket:
-        family = _literal_family(address)
-        sock = CountingSocket(family, socket.SOCK_STREAM)
+        """Bind, connect, wait. What fails before a packet leaves (no source of the
+        family, a bind the host refuses, no route of the family here) is
+        FamilyUnavailable; what fails after is the path's answer."""
+        family = literal_family(address)
+        self.source_for(family)  # raises before any socket exists: nothing to close
+        try:
+            sock = CountingSocket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno == errno.EAFNOSUPPORT:
+                no_stack = f"this host has no {family_name(family)} stack"
+                raise FamilyUnavailable(Failure.ADDRESS_FAMILY_NOT_SUPPORTED, no_stack) from exc
+            raise
         try:
             sock.setblocking(False)
-            if self.vantage.source_address:
-                sock.bind((self.vantage.source_address, 0))
-            async with asyncio.timeout(budget):
-                await asyncio.get_running_loop().sock_connect(sock, (address, port))
+            self.bind_source(sock)
+            code = sock.connect_ex((address, port))
+            if code in _LOCAL_CONNECT_ERRORS:
+                raise FamilyUnavailable(
+                    _LOCAL_CONNECT_ERRORS[code],
+                    f"no {family_name(family)} route to {address} here ({os.strerror(code)})",
+                )
+            if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+                async with asyncio.timeout(budget):
+                    await _writable(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code != 0:
+                raise OSError(code, os.strerror(code))
         except BaseException:
             sock.close()
             raise
@@ -224,7 +316,7 @@ class VantageNet:
             rdns=False,
             loop=asyncio.get_running_loop(),
         )
-        local = (self.vantage.source_address, 0) if self.vantage.source_address else None
+        local = self.local_addr(proxy.host)
         sock = await client.connect(
             dest_host=address, dest_port=port, timeout=max(budget, 0.001), local_addr=local
         )
@@ -263,7 +355,8 @@ class VantageNet:
         import aiohttp
 
         if self._doh_session is None or self._doh_session.closed:
-            local = (self.vantage.source_address, 0) if self.vantage.source_address else None
+            spec = self.vantage.resolver
+            local = self.local_addr(spec.host) if spec.kind == "https" else None
             connector = aiohttp.TCPConnector(ssl=self.ssl_context, local_addr=local)
             self._doh_session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._doh_session
@@ -309,6 +402,18 @@ async def _connect_reply_head(sock: socket.socket) -> bytes:
             raise ProxyError(f"CONNECT reply head longer than {MAX_CONNECT_HEAD} bytes")
 
 
+async def _writable(sock: socket.socket) -> None:
+    """Until a connecting socket is done connecting (either way: SO_ERROR says which)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, lambda: None if ready.done() else ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
+
+
 async def _readable(sock: socket.socket) -> None:
     """Until the socket has something to read (or its end)."""
     loop = asyncio.get_running_loop()
@@ -332,7 +437,12 @@ def _check_connect_reply(head: bytes) -> None:
         raise ProxyError(f"{code} {reason.strip()}"[:200], error_code=int(code))
 
 
-def _literal_family(address: str) -> socket.AddressFamily:
+def family_name(family: int) -> str:
+    """``IPv4`` or ``IPv6``."""
+    return "IPv6" if family == socket.AF_INET6 else "IPv4"
+
+
+def literal_family(address: str) -> socket.AddressFamily:
     """The family of an IP literal; ValueError for anything else.
 
     A host name must never get here: sock_connect would resolve it with the

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from probes.failures import Failure
+from probes.failures import LOCAL_FAILURES, Failure
 from probes.fingerprints import FingerprintSet, normalize_address
-from probes.records import DNSStage, HTTPStage, Measurement
+from probes.records import DNSStage, HTTPStage, Measurement, TCPStage
 from probes.stages import STAGES
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "incomplete",
     "is_bogon",
     "is_throughput_sample",
+    "local_limitation",
     "redirect_step",
     "says_no_such_name",
     "stage_label",
@@ -194,6 +195,44 @@ def clean_failure(text: str | None) -> str:
     """A failure or error string fit for one sentence: one line, bounded."""
     flat = " ".join((text or "").split()) or "unknown_failure: no detail"
     return flat[:157] + "..." if len(flat) > 160 else flat
+
+
+def local_limitation(m: Measurement) -> str | None:
+    """Why ``m`` failed because of this vantage alone, or None.
+
+    The first failing stage failed only in ways this host causes: a failure of
+    :data:`~probes.failures.LOCAL_FAILURES` (a socket that could not be made or
+    bound: no source address of the family, one the host lacks), or a TCP
+    stage whose every attempt could not use its family (``family_unavailable``:
+    also no route of the family here). Nothing was sent, so nothing can have
+    been blocked. The clause names the families and why.
+    """
+    brk = break_of(m)
+    if brk is None or brk.stage == STATUS:
+        return None
+    tcp = m.record(TCPStage)
+    if brk.stage == "tcp" and tcp is not None and tcp.attempts:
+        if all(a.outcome == "family_unavailable" for a in tcp.attempts):
+            return _families_text(tcp)
+        return None
+    if brk.failure in LOCAL_FAILURES:
+        if brk.stage == "dns":
+            return f"it cannot use its resolver's address family ({brk.failure} at DNS)"
+        where = stage_label(brk.stage)
+        return f"it cannot use the address family it needs ({brk.failure} at {where})"
+    return None
+
+
+def _families_text(tcp: TCPStage) -> str:
+    names = {"ipv4": "IPv4", "ipv6": "IPv6"}
+    families = sorted({names.get(a.family or "", "that family") for a in tcp.attempts})
+    reasons = [clean_failure(text) for _, text in sorted(tcp.families_unavailable.items())]
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    addresses = ", ".join(dict.fromkeys(a.address for a in tcp.attempts))
+    return (
+        f"it cannot use {' or '.join(families)}{why}, and every address of the target "
+        f"it got is {' or '.join(families)} ({addresses})"
+    )
 
 
 def says_no_such_name(dns: DNSStage | None) -> bool:

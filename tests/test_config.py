@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from probes.config import ConfigError, load_config, parse_config, parse_duration
-from probes.model import Config, Proxy, ResolverSpec, Target
+from probes.model import Config, Proxy, ResolverSpec, SourceAddress, Target
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
@@ -289,6 +289,30 @@ def test_a_relative_ca_file_is_found_beside_the_config(tmp_path: Path) -> None:
     assert config.path == str(config_file)
 
 
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("127.0.0.2", SourceAddress(ipv4="127.0.0.2")),
+        ("'::1'", SourceAddress(ipv6="::1")),
+        ("['::1', 127.0.0.2]", SourceAddress(ipv4="127.0.0.2", ipv6="::1")),
+        ("{ipv4: 127.0.0.2, ipv6: '0::1'}", SourceAddress(ipv4="127.0.0.2", ipv6="::1")),
+        ("{ipv6: '::1'}", SourceAddress(ipv6="::1")),
+        ("{interface: lo}", SourceAddress(interface="lo")),
+    ],
+)
+def test_source_address_takes_one_address_per_family_or_an_interface(
+    written: str, expected: SourceAddress
+) -> None:
+    text = MINIMAL.replace(
+        "resolver: 127.0.0.1:5353\n",
+        f"resolver: 127.0.0.1:5353\n    source_address: {written}\n",
+    )
+    assert written in text
+    (vantage,) = parse_config(text, env={}).vantages
+
+    assert vantage.source == expected
+
+
 # --- what each mistake says ---------------------------------------------------------------------
 
 INVALID: dict[str, list[str]] = {
@@ -371,6 +395,26 @@ INVALID: dict[str, list[str]] = {
         "socks5://[user:password@]IP:port or http://[user:password@]IP:port (line 6)"
     ],
     "source-address": ["vantages[0].source_address: 'eth0' is not an IP address (line 6)"],
+    "source-two-ipv4": [
+        "vantages[0].source_address[2]: a second IPv4 address (127.0.0.3 after 127.0.0.2): a "
+        "vantage binds one address per family (line 6)"
+    ],
+    "source-family": ["vantages[0].source_address.ipv4: '::1' is not an IPv4 address (line 6)"],
+    "source-interface-missing": [
+        "vantages[0].source_address.interface: there is no interface 'nosuch0' on this host "
+        "(line 6)"
+    ],
+    "source-interface-and-address": [
+        "vantages[0].source_address: interface cannot be combined with ipv4 or ipv6: the "
+        "interface's own addresses are used (line 6)"
+    ],
+    "source-empty-list": [
+        "vantages[0].source_address: an empty list names no address: give one IPv4 and/or one "
+        "IPv6 address (line 6)"
+    ],
+    "source-unknown-key": [
+        "vantages[0].source_address.ipv5: unknown key; did you mean 'ipv6'? (line 6)"
+    ],
     "country": ["vantages[0].country: 'IRN' must be a two-letter country code such as IR (line 6)"],
     "timezone": [
         "vantages[0].timezone: 'Asia/Atlantis' is not a known IANA time zone such as "
@@ -488,7 +532,8 @@ services:
         "vantages[0].resolver: 'resolver.example': not an IP address: name a resolver by its "
         "address, since lifeline never asks the system resolver where a resolver is (line 6)",
         "vantages[0].colour: unknown key (known: name, control, resolver, proxy, source_address, "
-        "country, timezone, agent, dns_window, asn, network_name) (line 7)",
+        "country, timezone, agent, dns_window, asn, network_name, connect_every_address) "
+        "(line 7)",
         "services[0].targets[0]: unsupported scheme 'gopher' in 'gopher://example.test/': use "
         "one of https://, http://, tls://, tcp://, dns:// (line 10)",
     ]

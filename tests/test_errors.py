@@ -70,6 +70,14 @@ CASES: list[tuple[BaseException, str]] = [
     (OSError(errno.EHOSTUNREACH, "No route to host"), Failure.HOST_UNREACHABLE),
     (OSError(errno.ENETUNREACH, "Network is unreachable"), Failure.NETWORK_UNREACHABLE),
     (OSError(errno.ETIMEDOUT, "Connection timed out"), Failure.TIMEOUT),
+    # the vantage's own limits: a source address of the other family, one the host lacks
+    (
+        socket.gaierror(-9, "Address family for hostname not supported"),
+        Failure.ADDRESS_FAMILY_NOT_SUPPORTED,
+    ),
+    (OSError(errno.EAFNOSUPPORT, "not supported"), Failure.ADDRESS_FAMILY_NOT_SUPPORTED),
+    (OSError(errno.EADDRNOTAVAIL, "Cannot assign address"), Failure.ADDRESS_NOT_AVAILABLE),
+    (asyncio.CancelledError(), Failure.INTERRUPTED),  # an attempt cancelled by us
     (TimeoutError(), Failure.TIMEOUT),
     (asyncio.IncompleteReadError(b"", 10), Failure.EOF),
     # TLS

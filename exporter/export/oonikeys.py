@@ -134,8 +134,12 @@ def ooni_tcp(
     t = start
     for a in tcp.attempts if tcp is not None else ():
         duration = _seconds(a.duration_s)
+        if a.started_s is not None:  # raced (Happy Eyeballs): each attempt has its own start
+            t = start + _seconds(a.started_s)
         status: dict[str, Any] = {"failure": a.failure, "success": bool(a.ok)}
         control_ok = known.get((a.address, a.port))
+        if a.outcome in ("cancelled", "family_unavailable"):
+            control_ok = None  # stopped by us, or never sent: says nothing of the path
         if control_ok is not None:
             status["blocked"] = a.failure is not None and control_ok
         out.append({"ip": a.address, "port": a.port, "status": status,

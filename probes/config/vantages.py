@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from probes.config.fields import (
     check_unique_names,
@@ -23,15 +23,19 @@ from probes.config.reader import Reader
 from probes.config.resolvers import read_resolver
 from probes.config.yamlload import is_null
 from probes.defaults import MAX_DNS_WINDOW_S
-from probes.model import Agent, ResolverSpec, Vantage
+from probes.interfaces import interface_exists, supported
+from probes.model import Agent, ResolverSpec, SourceAddress, Vantage
 
 _VANTAGE_KEYS = (
     "name", "control", "resolver", "proxy", "source_address", "country", "timezone", "agent",
-    "dns_window", "asn", "network_name",
+    "dns_window", "asn", "network_name", "connect_every_address",
 )  # fmt: skip
 _AGENT_KEYS = ("url", "vantage", "username", "password", "ca_file")
+_SOURCE_KEYS = ("ipv4", "ipv6", "interface")
+#: IFNAMSIZ less its NUL: the longest interface name Linux accepts.
+_MAX_INTERFACE_NAME = 15
 #: What a vantage measured by a remote agent cannot have: the agent's own config has them.
-_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address", "dns_window")
+_LOCAL_PATH_KEYS = ("resolver", "proxy", "source_address", "dns_window", "connect_every_address")
 
 
 def read_vantages(r: Reader, node: Node | None, root: Node) -> tuple[Vantage, ...] | None:
@@ -68,15 +72,18 @@ def _read_vantage(r: Reader, node: Node, path: str) -> Vantage | None:
         ok = _no_local_path(r, fields, path) and agent is not None
         resolver = None if agent is None else ResolverSpec(kind="agent", url=agent.url)
         values["agent"] = agent
+    if "source_address" in fields:
+        fields["source"] = fields.pop("source_address")
     for key, read in (
         ("control", lambda n, p: r.boolean(n, p)),
         ("proxy", lambda n, p: read_proxy(r, n, p)),
-        ("source_address", lambda n, p: read_ip(r, n, p)),
+        ("source", lambda n, p: _read_source(r, n, f"{path}.source_address")),
         ("country", lambda n, p: _read_country(r, n, p)),
         ("timezone", lambda n, p: _read_timezone(r, n, p)),
         ("asn", lambda n, p: _read_asn(r, n, p)),
         ("network_name", lambda n, p: _read_network_name(r, n, p)),
         ("dns_window", lambda n, p: _read_dns_window(r, n, p)),
+        ("connect_every_address", lambda n, p: r.boolean(n, p)),
     ):
         if not is_null(fields.get(key)):
             values[key] = read(fields[key], f"{path}.{key}")
@@ -84,6 +91,112 @@ def _read_vantage(r: Reader, node: Node, path: str) -> Vantage | None:
     if not ok or name is None or resolver is None:
         return None
     return Vantage(name=name, resolver=resolver, **values)  # type: ignore[arg-type]
+
+
+def _read_source(r: Reader, node: Node, path: str) -> SourceAddress | None:
+    """``source_address``: an address, a list of one per family, or ``{ipv4, ipv6}`` /
+    ``{interface}``.
+
+    A bare name is not read as an interface (``eth0`` is more often a typo for an
+    address than it seems): ``{interface: eth0}`` says it.
+    """
+    if isinstance(node, SequenceNode):
+        return _read_source_list(r, node, path)
+    if not isinstance(node, MappingNode):
+        address = read_ip(r, node, path)
+        if address is None:
+            return None
+        return SourceAddress(**{_family_key(address): address})
+    fields = r.mapping(node, path, _SOURCE_KEYS)
+    if fields is None:
+        return None
+    given = [key for key in _SOURCE_KEYS if not is_null(fields.get(key))]
+    if not given:
+        if len(fields) == len(node.value):  # (an unknown key has had its error)
+            r.error(path, "names no address: give ipv4, ipv6 or interface", node)
+        return None
+    if "interface" in given:
+        if len(given) > 1:
+            r.error(
+                path,
+                "interface cannot be combined with ipv4 or ipv6: the interface's own "
+                "addresses are used",
+                node,
+            )
+            return None
+        name = _read_interface(r, fields["interface"], f"{path}.interface")
+        return None if name is None else SourceAddress(interface=name)
+    values: dict[str, str] = {}
+    for key in given:
+        address = read_ip(r, fields[key], f"{path}.{key}")
+        if address is None:
+            return None
+        if _family_key(address) != key:
+            r.error(
+                f"{path}.{key}", f"{address!r} is not an {_FAMILY_NAMES[key]} address", fields[key]
+            )
+            return None
+        values[key] = address
+    return SourceAddress(**values)
+
+
+_FAMILY_NAMES = {"ipv4": "IPv4", "ipv6": "IPv6"}
+
+
+def _family_key(address: str) -> str:
+    return "ipv6" if ":" in address else "ipv4"
+
+
+def _read_source_list(r: Reader, node: SequenceNode, path: str) -> SourceAddress | None:
+    """``[192.0.2.2, 2001:db8::2]``: at most one address of each family."""
+    if not node.value:
+        r.error(path, "an empty list names no address: give one IPv4 and/or one IPv6 address", node)
+        return None
+    values: dict[str, str] = {}
+    for i, element in enumerate(node.value):
+        address = read_ip(r, element, f"{path}[{i}]")
+        if address is None:
+            return None
+        key = _family_key(address)
+        if key in values:
+            r.error(
+                f"{path}[{i}]",
+                f"a second {_FAMILY_NAMES[key]} address ({address} after {values[key]}): "
+                "a vantage binds one address per family",
+                element,
+            )
+            return None
+        values[key] = address
+    return SourceAddress(**values)
+
+
+def _read_interface(r: Reader, node: Node, path: str) -> str | None:
+    text = r.text(node, path)
+    if text is None:
+        return None
+    name = text.value.strip()
+    if (
+        not name
+        or len(name) > _MAX_INTERFACE_NAME
+        or "/" in name
+        or not name.isprintable()
+        or (any(c.isspace() for c in name))
+    ):
+        r.error(
+            path,
+            f"{text.shown} is not an interface name (at most 15 characters, no '/' or spaces)",
+            node,
+        )
+        return None
+    if not supported():
+        r.error(
+            path, "binding to an interface needs Linux here: give its addresses as ipv4/ipv6", node
+        )
+        return None
+    if not interface_exists(name):
+        r.error(path, f"there is no interface {text.shown} on this host", node)
+        return None
+    return name
 
 
 def _no_local_path(r: Reader, fields: dict[str, Node], path: str) -> bool:
