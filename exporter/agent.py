@@ -102,6 +102,8 @@ class _MeasureEndpoint:
                 max_body_bytes=ask.max_body_bytes,
                 service=ask.service,
                 stop_addresses=self._stop_addresses(config),
+                fingerprints=FingerprintSet.build(config.fingerprints),  # the agent's own, cached
+                body_head_bytes=config.defaults.body_head_bytes,
             )
         return web.json_response(self._answer(m, received))
 

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probes.defaults import DEFAULT_BODY_HEAD_BYTES
 from probes.failures import unknown
+from probes.fingerprints import FingerprintSet
 from probes.model import Target, Vantage
 from probes.records import Measurement
 
@@ -76,6 +78,8 @@ class _Ask:
     max_body_bytes: int
     service: str
     stop_addresses: frozenset[str]
+    fingerprints: FingerprintSet | None = None  # pickled as the config's Fingerprints
+    body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES
 
 
 def _frame(obj: object) -> bytes:
@@ -230,6 +234,8 @@ class MeasuringPool:
         max_body_bytes: int,
         service: str = "",
         stop_addresses: frozenset[str] = frozenset(),
+        fingerprints: FingerprintSet | None = None,
+        body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES,
     ) -> Measurement:
         """One measurement in a worker; never raises (cancellation aside)."""
         live = [w for w in self._workers if w.alive]
@@ -239,8 +245,9 @@ class MeasuringPool:
         w = min(live, key=lambda x: len(x.pending))
         ident = next(self._ids)
         ask = _Ask(
-            ident, target, vantage, ca_file, timeout, max_body_bytes, service, stop_addresses
-        )
+            ident, target, vantage, ca_file, timeout, max_body_bytes, service, stop_addresses,
+            fingerprints, body_head_bytes,
+        )  # fmt: skip
         fut: asyncio.Future[Measurement] = asyncio.get_running_loop().create_future()
         w.pending[ident] = fut
         assert w.writer is not None
@@ -322,6 +329,8 @@ async def _work(fd: int) -> None:
                 max_body_bytes=ask.max_body_bytes,
                 service=ask.service,
                 stop_addresses=ask.stop_addresses,
+                fingerprints=ask.fingerprints,
+                body_head_bytes=ask.body_head_bytes,
             )
             writer.write(_frame((ask.id, m)))
         finally:

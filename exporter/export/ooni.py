@@ -148,11 +148,18 @@ def _ooni_requests(http: HTTPStage | None) -> list[dict[str, Any]]:
     """One entry per request of the redirect chain, last request first (as OONI lists them)."""
     if http is None:
         return []
-    hops = http.redirects
+    # a redirect not followed (to a known block-page host) is the final response itself
+    hops = http.redirects[:-1] if http.redirect_stopped else http.redirects
     requests = [
         {
             "request": {"url": hop.url, "method": "GET", "headers": {}},
-            "response": {"code": hop.status, "headers": {"Location": hop.location}},
+            "response": {
+                "code": hop.status,
+                "headers": {
+                    **{k: v for k, v in (hop.headers or {}).items() if k != "location"},
+                    "Location": hop.location,
+                },
+            },
             "failure": None,
         }
         for hop in hops
