@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probes.classify import classify
 from probes.fingerprints import BodyScan, FingerprintSet
@@ -334,3 +337,23 @@ def test_an_old_record_without_the_new_fields_loads_and_is_rejudged() -> None:
     assert h.redirects[0].headers is None and h.redirects[0].body_sha256 is None
     fps = FingerprintSet.build()
     assert fps.match_http(h) == "redirect to Indonesia's TrustPositif block page"
+
+
+_ALL = FingerprintSet.build(Fingerprints(http_body_patterns=(r"blocked\s+by\s+order",)))
+_PIECES = sorted({h for s in (*_ALL.block_pages, *_ALL.false_positives) for h in s.hints or ()})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=20)), max_size=6))
+def test_the_prefilter_never_changes_a_match(parts: list[str]) -> None:
+    text = "".join(p.upper() if i % 2 else p for i, p in enumerate(parts))
+    http = HTTPStage(ok=True, failure=None, duration_s=0.1, url="http://x.test/", status=200,
+                     body_head=text, title=text[:60])  # fmt: skip
+    unfiltered = dataclasses.replace(_ALL, prefilter=None)
+    assert _ALL.match_http(http) == unfiltered.match_http(http)
+    scans = [fps.body_scan() for fps in (_ALL, unfiltered)]
+    for scan in scans:
+        scan.feed(text)
+        scan.finish()
+    assert scans[0].blocks == scans[1].blocks
+    assert scans[0].false_positives == scans[1].false_positives

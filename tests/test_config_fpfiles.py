@@ -6,10 +6,14 @@ import pickle
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from probes.config import ConfigError, load_config, parse_config
 from probes.fingerprints import FingerprintSet
+from probes.model import ResolverSpec, Target, Vantage
 from probes.records import HTTPHop, HTTPStage
+from probes.workers import MeasuringPool
+from tests.fakes import LOOPBACK, FakeDNS
 
 MINIMAL = """\
 version: 1
@@ -155,3 +159,37 @@ def test_body_head_bytes_is_configurable_and_bounded() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(MINIMAL + "defaults:\n  body_head_bytes: 2000000\n", env={})
     assert "defaults.body_head_bytes: 2000000 must be between 0 and 1048576" in str(caught.value)
+
+
+async def test_worker_processes_scan_with_the_configs_files(tmp_path: Path) -> None:
+    """serve --workers: the worker gets the fingerprint set once and scans with its rows."""
+    page = b"<html><body>" + b"." * 5000 + b'Access to this site is denied by "the regulator"'
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=page, headers={"Content-Type": "text/html"})
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, LOOPBACK, 0).start()
+    port = runner.addresses[0][1]
+    dns = await FakeDNS({"site.lifeline.test": ["A 127.0.0.1"]}).start()
+    config = load_config(write_config(tmp_path, HEADER + ROWS), env={})
+    fps = FingerprintSet.build(config.fingerprints)
+    vantage = Vantage("v", ResolverSpec("udp", LOOPBACK, dns.port))
+    pool = MeasuringPool(1)
+    await pool.start()
+    try:
+        target = Target.parse(f"http://site.lifeline.test:{port}/")
+        for _ in range(2):  # the second ask reuses the set the worker holds
+            m = await pool.measure(
+                target, vantage, ca_file=None, timeout=5, max_body_bytes=1 << 20,
+                fingerprints=fps,
+            )  # fmt: skip
+            assert m.error is None and m.http is not None, m.error
+            assert m.http.body_signatures == ["fingerprint lab.xx_0"]
+    finally:
+        await pool.aclose()
+        await dns.close()
+        await runner.cleanup()
