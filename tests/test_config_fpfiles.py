@@ -193,3 +193,83 @@ async def test_worker_processes_scan_with_the_configs_files(tmp_path: Path) -> N
         await pool.aclose()
         await dns.close()
         await runner.cleanup()
+
+
+async def test_serves_reload_reads_the_files_again_and_refuses_a_bad_row(tmp_path: Path) -> None:
+    from exporter.scheduler import Monitor
+    from exporter.server import Server
+    from exporter.webconfig import WebConfig
+
+    path = write_config(tmp_path, HEADER + ROWS)
+    monitor = Monitor(load_config(path, env={}))
+    server = Server(monitor, config_path=str(path), web_config=WebConfig())
+    try:
+        csv_file = tmp_path / "fp" / "lab.csv"
+        csv_file.write_text(HEADER + "lab.new_0,nat,,body,contains,Newly blocked,5,,,,\n")
+        assert await server.reload() == []
+        fps = FingerprintSet.build(monitor.config.fingerprints)
+        assert fps.match_http(http("Newly blocked")) == "fingerprint lab.new_0"
+
+        csv_file.write_text(HEADER + "lab.bad_0,nat,,body,contains,,5,,,,\n")
+        errors = await server.reload()
+        assert errors == [
+            f"fingerprints.files[0]: {csv_file}:2: lab.bad_0: the pattern is empty "
+            "(it would match everything) (line 11)"
+        ]
+        # the old config (and its fingerprints) keeps running
+        assert [r.name for r in monitor.config.fingerprints.rows] == ["lab.new_0"]
+    finally:
+        await monitor.aclose()
+
+
+async def test_an_agent_measures_with_its_own_configs_files(tmp_path: Path) -> None:
+    """POST /api/v1/measure: the agent scans with the rows of its config's files."""
+    import aiohttp
+
+    from exporter.agent import AgentIdentity, add_agent_routes
+    from exporter.scheduler import Monitor
+    from probes.remote import MEASURE_PATH
+
+    page = b"<html><body>" + b"." * 5000 + b'Access to this site is denied by "the regulator"'
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=page, headers={"Content-Type": "text/html"})
+
+    site_app = web.Application()
+    site_app.router.add_get("/", handler)
+    site = web.AppRunner(site_app, handle_signals=False, access_log=None)
+    await site.setup()
+    await web.TCPSite(site, LOOPBACK, 0).start()
+    port = site.addresses[0][1]
+    dns = await FakeDNS({"site.lifeline.test": ["A 127.0.0.1"]}).start()
+    (tmp_path / "fp").mkdir()
+    (tmp_path / "fp" / "lab.csv").write_text(HEADER + ROWS, encoding="utf-8")
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "version: 1\nvantages:\n"
+        f"  - {{name: control, control: true, resolver: '127.0.0.1:{dns.port}'}}\n"
+        f"  - {{name: isp, resolver: '127.0.0.1:{dns.port}'}}\n"
+        f"services:\n  - name: web\n    targets: ['http://site.lifeline.test:{port}/']\n"
+        "fingerprints:\n  files: [fp/lab.csv]\n",
+        encoding="utf-8",
+    )
+    monitor = Monitor(load_config(path, env={}))
+    app = web.Application()
+    add_agent_routes(app, monitor, AgentIdentity("box-1"))
+    agent = web.AppRunner(app, handle_signals=False, access_log=None)
+    await agent.setup()
+    await web.TCPSite(agent, LOOPBACK, 0).start()
+    url = f"http://127.0.0.1:{agent.addresses[0][1]}{MEASURE_PATH}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            ask = {"target": f"http://site.lifeline.test:{port}/", "timeout": 5}
+            async with session.post(url, json=ask) as resp:
+                assert resp.status == 200, await resp.text()
+                answer = await resp.json()
+        http_record = answer["measurement"]["stages"]["http"]
+        assert http_record["body_signatures"] == ["fingerprint lab.xx_0"]
+    finally:
+        await agent.cleanup()
+        await monitor.aclose()
+        await dns.close()
+        await site.cleanup()
