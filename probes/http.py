@@ -8,7 +8,10 @@ measurement is one connection, as a stateful censor sees a browser's.
 
 The body is read in chunks after decompression and capped at max_body_bytes,
 so a decompression bomb stays bounded. A body still arriving when the budget
-runs out is a throughput sample, not a failure.
+runs out is a throughput sample, not a failure. Each chunk is decoded and
+scanned for the fingerprints' body signatures as it arrives (the body is never
+held whole; its first body_head_bytes are kept), redirect hops' bodies too; a
+redirect to a known block-page host is recorded and not followed.
 """
 
 from __future__ import annotations
@@ -229,7 +232,7 @@ async def _read_hop(
                 if not chunk:
                     break
                 text.add(body.add(chunk, HOP_BODY_BYTES))
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, EOFError):
         body.truncated = True
     text.finish()
     hop.body_length = body.length
