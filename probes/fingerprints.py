@@ -572,16 +572,20 @@ class BodyScan:
             self._scan()
 
     def finish(self) -> None:
-        """Scan what is still pending (the end of the body)."""
-        if self._pending:
-            self._scan()
+        """Scan what is still pending (the end of the body), and the end of the last block
+        again where a match touching it waited for what followed."""
+        if self._pending or self._tail:
+            self._scan(final=True)
 
-    def _scan(self) -> None:
+    def _scan(self, final: bool = False) -> None:
         fresh = "".join(self._pending)
         self._pending.clear()
         self._pending_chars = 0
         self.scanned_chars += len(fresh)
         window = self._tail + fresh
+        # The tail's first character is context only (a match starting there would have
+        # been longer than the overlap): "\b" or "^" must not see a false start of text.
+        start = 1 if self._tail else 0
         folded = _folded(window)
         hit = self._prefilter is None or self._prefilter.search(folded) is not None
         left = []
@@ -590,7 +594,7 @@ class BodyScan:
                 if not hit or not any(h in folded for h in sig.hints):
                     left.append((sig, is_fp))
                     continue
-            if sig.regex.search(window):
+            if _found(sig.regex, window, start, final):
                 names = self.false_positives if is_fp else self.blocks
                 if sig.name not in names:
                     names.append(sig.name)
@@ -598,6 +602,16 @@ class BodyScan:
                 left.append((sig, is_fp))
         self._sigs = left  # a signature found once is not searched again
         self._tail = window[-self.overlap :]
+
+
+def _found(regex: re.Pattern[str], window: str, start: int, final: bool) -> bool:
+    """A match in ``window`` from ``start``. Before the body's end, one that touches the
+    window's end does not count yet ("\b" or "$" there may be a chunk boundary, not the
+    text's end): the next window, which keeps it in its overlap, decides."""
+    for match in regex.finditer(window, start):
+        if final or match.end() < len(window):
+            return True
+    return False
 
 
 # --- helpers -----------------------------------------------------------------

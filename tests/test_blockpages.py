@@ -357,3 +357,19 @@ def test_the_prefilter_never_changes_a_match(parts: list[str]) -> None:
         scan.finish()
     assert scans[0].blocks == scans[1].blocks
     assert scans[0].false_positives == scans[1].false_positives
+
+
+def test_a_chunk_edge_is_not_the_start_or_end_of_the_text() -> None:
+    """``\\bpeyvandha\\.ir\\b``: "xpeyvandha.ir" and "peyvandha.iran" are not it, wherever
+    the chunks are cut."""
+    scan = BodyScan(FingerprintSet.build())
+    word = "peyvandha.ir "
+    scan.feed("a" * 20_000 + "x" + word + "b" * (scan.overlap - len(word)))  # the tail starts it
+    scan.feed("c" * 20_000 + " peyvandha.ir")  # ends a block ...
+    scan.feed("an" + " " * 20_000)  # ... and goes on: peyvandha.iran
+    scan.finish()
+    assert scan.blocks == []
+    end = BodyScan(FingerprintSet.build())
+    end.feed(" " * 20_000 + " peyvandha.ir")  # the body's very end is its end
+    end.finish()
+    assert end.blocks == ["Iran national filter block page"]
