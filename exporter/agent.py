@@ -218,6 +218,8 @@ class _MeasureEndpoint:
                 ),
                 service=service,
                 stop_addresses=self._stop_addresses(config),
+                fingerprints=FingerprintSet.build(config.fingerprints),  # the agent's own, cached
+                body_head_bytes=config.defaults.body_head_bytes,
             )
 
     def _answer(self, m: Measurement, received: float) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BODY_PROPORTION",
+    "DEFAULT_BODY_HEAD_BYTES",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DATA_DIR",
     "DEFAULT_DNS_WINDOW_S",
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_THROTTLE_RATIO",
     "DEFAULT_TIMEOUT_S",
     "MAX_BODY_BYTES_LIMIT",
+    "MAX_BODY_HEAD_BYTES",
     "MAX_DNS_WINDOW_S",
     "TITLE_WORD_MIN",
 ]
@@ -36,6 +38,11 @@ DEFAULT_THROTTLE_RATIO = 0.25
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 #: Upper bound for defaults.max_body_bytes: a probe reads bodies into memory.
 MAX_BODY_BYTES_LIMIT = 64 * 1024 * 1024
+#: ``defaults.body_head_bytes``: how much of a body's start the HTTP record keeps
+#: (``body_head``, decoded), so a stored log can be re-judged on it later.
+DEFAULT_BODY_HEAD_BYTES = 65_536
+#: Upper bound for defaults.body_head_bytes: every stored record carries its head.
+MAX_BODY_HEAD_BYTES = 1_048_576
 #: ``storage.dir``: where the store and the probe log live.
 DEFAULT_DATA_DIR = "./lifeline-data"
 #: ``storage.retention``: how long measurements are kept, seconds.

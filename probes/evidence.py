@@ -176,10 +176,19 @@ class TLSStage:
 
 @dataclass(slots=True)
 class HTTPHop:
+    """One redirect response: what it said and what came with it (bounded like the final one)."""
+
     url: str
     status: int | None
     location: str | None = None
     address: str | None = None  # the address this hop connected to
+    # every response header (lower-case names, repeated ones joined by ", "), capped
+    # (http.py: MAX_HEADER_VALUE per value, MAX_HEADERS_TOTAL in all); None in older records
+    headers: dict[str, str] | None = None
+    headers_truncated: bool = False  # some header value or header was cut by the caps
+    title: str | None = None  # the <title> of the redirect's own body, if it had one
+    body_length: int | None = None  # bytes of the redirect's body read (at most HOP_BODY_BYTES)
+    body_sha256: str | None = None  # of those bytes
 
 
 @dataclass(slots=True)
@@ -190,13 +199,27 @@ class HTTPStage:
     url: str = ""  # the URL requested first
     final_url: str | None = None
     status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)  # headers of interest, lower-case names
+    # every response header, lower-case names, repeated ones joined by ", ", each value at
+    # most MAX_HEADER_VALUE characters and MAX_HEADERS_TOTAL in all (http.py); records
+    # older than that kept 12 headers of interest, 256 characters each
+    headers: dict[str, str] = field(default_factory=dict)
+    headers_truncated: bool = False  # some header value or header was cut by the caps
     body_length: int | None = None  # bytes after decompression, capped at max_body_bytes
     body_sha256: str | None = None
     body_truncated: bool = False  # stopped at max_body_bytes or at the deadline
-    body_head: str | None = None  # the first KiB or so, decoded leniently (for fingerprints)
+    # the body's first defaults.body_head_bytes (64 KiB; 2 KiB in older records), decoded
+    # leniently by the charset of the Content-Type or the page's <meta> (for re-judging)
+    body_head: str | None = None
+    # names of the block-page / look-alike signatures found anywhere in the body received
+    # (and in the redirect hops' bodies), scanned as it arrived with the fingerprints in
+    # force; None when the body was not scanned (no body, older records)
+    body_signatures: list[str] | None = None
+    body_false_positives: list[str] | None = None
     title: str | None = None
     redirects: list[HTTPHop] = field(default_factory=list)
+    # the last redirect was not followed: its Location is a known block-page host or
+    # address (lifeline never connects to a censor's server); that redirect is the response
+    redirect_stopped: bool = False
     request_sent: bool = False  # the failure (if any) came after the request was written
     # throughput sample (only for throughput targets): bytes/s over the body transfer
     throughput_bps: float | None = None

@@ -26,14 +26,22 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
-from probes.model import Fingerprints
-from probes.records import HTTPStage
+from probes.evidence import HTTPStage
+from probes.model import FingerprintRow, Fingerprints
 
-__all__ = ["FingerprintSet", "normalize_address"]
+__all__ = ["BodyScan", "FingerprintSet", "normalize_address"]
+
+
+def _lit(text: str) -> str:
+    """A literal text as a pattern (OONI's ``contains`` rows)."""
+    return re.escape(text)
+
 
 # --- built-in facts ----------------------------------------------------------
 
@@ -71,9 +79,13 @@ _DNS_INJECTED: tuple[tuple[str, str], ...] = (
     ("218.100.84.78", "Mongolia national filter"),
 )
 
-# Where a signature looks: the page (title and first KiB of the body), the
-# Server header, or a redirect target (Location headers and redirect hops).
-_BODY, _SERVER, _LOCATION, _HEADER = "body", "server", "location", "header"
+# Where a signature looks: the page (the title and the whole body received, of the
+# final response and of every redirect hop), the title alone, the Server header, a
+# redirect target (Location headers and redirect hops, the whole URL), any header by
+# name, or the host of a redirect target (a known block-page host or address).
+_BODY, _TITLE, _SERVER, _LOCATION, _HEADER = "body", "title", "server", "location", "header"
+#: a fingerprint file's ``full`` / ``prefix`` body row: matched at the start of the body
+_BODY_START = "body_start"
 
 #: (where, name, regex) of block pages and censor announcements. Case-insensitive.
 _BLOCK_SIGNATURES: tuple[tuple[str, str, str], ...] = (
@@ -135,6 +147,104 @@ _BLOCK_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     (_LOCATION, "redirect to an RKN block stub", r"^https://vk\.com/blank\.php\?rkn="),
     (_LOCATION, "redirect to Uzbekistan's block registry", r"^http://reestr\.mitc\.uz/"),
     (_LOCATION, "redirect to Indonesia's Internet Positif", r"^http://internet-positif\.org"),
+    # --- brought up to date (docs/fingerprints.md: country, source, date of each) ---
+    # Indonesia: the Komdigi TrustPositif block page of 2025 (OONI measurement of
+    # archive.org, AS23693, 2025-05-27) and OONI's older Internet Positif rows.
+    (
+        _BODY,
+        "Indonesia TrustPositif block page",
+        r"AKSES KE SITUS INI DIBLOKIR OLEH PEMERINTAH INDONESIA",
+    ),
+    (_BODY, "Indonesia TrustPositif block page", _lit("http://block.uzone.id")),  # ooni.id_3
+    (_BODY, "Indonesia TrustPositif block page", _lit(".uzone.id/assets/internetpositif")),
+    (
+        _BODY,
+        "Indonesia block page",  # ooni.id_7
+        _lit("tidak bisa diakses melalui jaringan ini sesuai peraturan perundang-undangan"),
+    ),
+    # Russia: the RKN registry link and the federal-law wording of ISP block pages
+    # (ooni.ru_5, ooni.ru_0, ooni.ru_4).
+    (_BODY, "Russia RKN block page", _lit("http://eais.rkn.gov.ru/")),
+    (
+        _BODY,
+        "Russia RKN block page",
+        _lit("Доступ к сайту ограничен в соответствии с Федеральными законами"),  # noqa: RUF001
+    ),
+    (
+        _BODY,
+        "Russia RKN block page",
+        _lit("<h1>Доступ к запрашиваемому ресурсу закрыт."),  # noqa: RUF001
+    ),
+    # Turkey: the national block page (ooni.tr_0, ooni.tr_2).
+    (
+        _BODY,
+        "Turkey national block page",
+        _lit("<title>Telekomünikasyon İletişim Başkanlığı"),  # noqa: RUF001
+    ),
+    (
+        _BODY,
+        "Turkey national block page",
+        _lit("administration measure has been taken for this website"),
+    ),
+    # Ukraine (ooni.ua_0), Thailand (ooni.th_0), Colombia (ooni.co_0), Belgium (ooni.be_0).
+    (
+        _BODY,
+        "Ukraine national block page",
+        _lit("Відвідування даного ресурсу заборонено"),  # noqa: RUF001
+    ),
+    (
+        _BODY,
+        "Thailand national block page",
+        _lit("Access to this website has been disabled because the Ministry of Digital Econom"),
+    ),
+    (
+        _BODY,
+        "Colombia national block page",
+        _lit("Esta página ha sido bloqueada por disposición del Ministerio de las TIC"),
+    ),
+    (
+        _BODY,
+        "Belgium national block page",
+        _lit("that is considered illegal according to Belgian legislation"),
+    ),
+    # Redirects by URL (OONI header.location rows: ooni.ru_6, ooni.ru_25, ooni.kr_2).
+    (
+        _LOCATION,
+        "redirect to a Rostelecom RKN block page",
+        r"^https?://(?:warning|block)\.rt\.ru\b",
+    ),
+)
+
+#: (host or address, name) of block-page servers: a redirect whose Location (or a
+#: later hop) goes to one of them is blocking, and lifeline stops there rather than
+#: connect to it. A name also covers its subdomains; an address only itself.
+_BLOCK_HOSTS: tuple[tuple[str, str], ...] = (
+    # Indonesia: the Komdigi block page "Trustpositif" (OONI measurement of
+    # archive.org from AS23693, 2025-05-27: a 302 to it) and OONI ooni.id_1, ooni.id_2.
+    ("lamanlabuh.aduankonten.id", "redirect to Indonesia's TrustPositif block page"),
+    ("internetpositif.uzone.id", "redirect to Indonesia's Internet Positif"),
+    ("mercusuar.uzone.id", "redirect to Indonesia's Internet Positif"),
+    ("internet-positif.org", "redirect to Indonesia's Internet Positif"),
+    # Russia: an ISP's RKN block page on a bare address (OONI measurement of rutor.org
+    # from AS42668, 2020-03-03, confirmed by OONI) and OONI ooni.ru_19, ooni.ru_27, ooni.ru_81.
+    ("89.223.47.135", "redirect to a Russian ISP's RKN block page"),
+    ("62.112.121.68", "redirect to a Russian ISP's RKN block page"),
+    ("217.169.82.130", "redirect to a Russian ISP's RKN block page"),
+    ("95.213.254.253", "redirect to a Russian ISP's RKN block page"),
+    ("warning.rt.ru", "redirect to a Rostelecom RKN block page"),
+    # Iran's national block servers (OONI ooni.ir_0, Censored Planet nat_ir_national_*).
+    ("10.10.34.34", "redirect to Iran's national block page"),
+    ("10.10.34.35", "redirect to Iran's national block page"),
+    ("10.10.34.36", "redirect to Iran's national block page"),
+    ("d0::11", "redirect to Iran's national block page"),
+    ("peyvandha.ir", "redirect to Iran's national block page"),
+    # Thailand: the national block page's addresses (OONI ooni.th_1, ooni.th_2).
+    ("103.86.50.16", "redirect to Thailand's national block page"),
+    ("103.208.24.21", "redirect to Thailand's national block page"),
+    # Belarus (ooni.by_1), South Korea (ooni.kr_2), Uzbekistan (ooni.uz_0).
+    ("82.209.230.23", "redirect to a Belarusian ISP's block page"),
+    ("warning.or.kr", "redirect to South Korea's national block page"),
+    ("reestr.mitc.uz", "redirect to Uzbekistan's block registry"),
 )
 
 #: (where, name, regex) of pages that look like blocking but are not censorship.
@@ -144,11 +254,8 @@ _FALSE_POSITIVES: tuple[tuple[str, str, str], ...] = (
     # x_cloudflare_error_1; Cloudflare documents the cf-mitigated header and
     # the "Just a moment..." title of challenge pages).
     (_BODY, "Cloudflare challenge", r"Checking your browser before accessing"),
-    (
-        _BODY,
-        "Cloudflare challenge",
-        r"<title>\s*Just a moment\.\.\.\s*</title>|^Just a moment\.\.\.$",
-    ),
+    (_BODY, "Cloudflare challenge", r"<title>\s*Just a moment\.\.\.\s*</title>"),
+    (_TITLE, "Cloudflare challenge", r"^Just a moment\.\.\.$"),
     (_BODY, "Cloudflare error page", r"Cloudflare Ray ID|Attention Required! \| Cloudflare"),
     (_HEADER + ":cf-mitigated", "Cloudflare challenge", r"^challenge"),
     # A stock nginx error page (Censored Planet x_fpru_nginx and the nginx
@@ -178,7 +285,7 @@ _CONFIGURED_DNS = "listed in the config's fingerprints"
 class _Signature:
     """One compiled signature: where it looks, what it is called, the pattern."""
 
-    where: str  # "body" | "server" | "location" | "header:<name>"
+    where: str  # "body" | "body_start" | "title" | "server" | "location" | "header:<name>"
     name: str
     regex: re.Pattern[str]
     #: casefolded texts one of which every match contains (_literal_hints); None: always search
@@ -222,11 +329,22 @@ def normalize_address(address: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FingerprintSet:
-    """Built-in fingerprints plus the config's, compiled once; read-only."""
+    """Built-in fingerprints plus the config's, compiled once; read-only.
+
+    It pickles as the config's :class:`Fingerprints` (rebuilt, cached, on the
+    other side), so a worker process gets the same set without a copy of every
+    compiled pattern.
+    """
 
     dns: Mapping[str, str]  # normalized injected address -> who injects it
     block_pages: tuple[_Signature, ...]
     false_positives: tuple[_Signature, ...]
+    extra: Fingerprints = field(default=Fingerprints(), compare=False)
+    #: normalized block-page host or address -> name (redirects stop there)
+    hosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: one pattern matching (in folded text) wherever any body signature's hint
+    #: occurs: a text it finds nothing in needs no hinted body signature searched
+    prefilter: re.Pattern[str] | None = field(default=None, compare=False)
 
     @classmethod
     def build(cls, extra: Fingerprints = Fingerprints()) -> FingerprintSet:  # noqa: B008 (frozen)
@@ -234,22 +352,12 @@ class FingerprintSet:
 
         ``http_body_patterns`` are regular expressions searched in the page;
         an invalid one raises ValueError naming it (config validation should
-        have caught it already).
+        have caught it already). Built once per ``extra`` (cached).
         """
-        dns = {normalize_address(a): who for a, who in _DNS_INJECTED}
-        for address in extra.dns_addresses:
-            dns.setdefault(normalize_address(address), _CONFIGURED_DNS)
-        pages = [_compile(where, name, rx) for where, name, rx in _BLOCK_SIGNATURES]
-        for pattern in extra.http_body_patterns:
-            try:
-                regex = re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid http_body_pattern {pattern!r}: {exc}") from None
-            pages.append(
-                _Signature(_BODY, f"configured pattern {pattern!r}", regex, _hints_for(regex))
-            )
-        fps = tuple(_compile(where, name, rx) for where, name, rx in _FALSE_POSITIVES)
-        return cls(dns=MappingProxyType(dns), block_pages=tuple(pages), false_positives=fps)
+        return _build(extra)
+
+    def __reduce__(self) -> tuple[Callable[..., FingerprintSet], tuple[Any, ...]]:
+        return (_build, (self.extra,))
 
     def injected_addresses(self) -> frozenset[str]:
         """Every known injected DNS answer (normalized): measure must never dial these."""
@@ -263,27 +371,247 @@ class FingerprintSet:
                 return f"{normalize_address(address)} ({who})"
         return None
 
+    def block_host(self, host: str | None) -> str | None:
+        """The name of the block page served at ``host`` (a name or an address), else None.
+
+        A listed name covers its subdomains (``x.lamanlabuh.aduankonten.id``).
+        """
+        if not host:
+            return None
+        name = normalize_address(host).rstrip(".")
+        while name:
+            found = self.hosts.get(name)
+            if found is not None:
+                return found
+            if ":" in name or _is_ip(name):
+                return None
+            name = name.partition(".")[2]
+        return None
+
+    def body_scan(self) -> BodyScan:
+        """A scanner of one body, fed decoded text as it arrives (the HTTP stage)."""
+        return BodyScan(self)
+
     def match_http(self, http: HTTPStage) -> str | None:
         """The name of the block page or censor header this response shows, else None.
 
         False positives are checked first: a Cloudflare challenge or a stock
-        nginx 403 is never named a block page, whatever else it contains.
+        nginx 403 is never named a block page, whatever else it contains. What
+        the HTTP stage found scanning the whole body (``body_signatures``,
+        ``body_false_positives``) counts for the signatures of this set with
+        those names; the stored head, title, headers and hops are matched again.
         """
         folded: dict[str, str] = {}
-        if any(sig.matches(http, folded) for sig in self.false_positives):
+        quiet = self._quiet(http, folded)
+        if self._false_positive(http, folded, quiet) is not None:
             return None
+        found = set(http.body_signatures or ())
         for sig in self.block_pages:
+            if sig.where == _BODY and sig.name in found:
+                return sig.name
+            if quiet and sig.where == _BODY and sig.hints is not None:
+                continue
             if sig.matches(http, folded):
                 return sig.name
+        for target in _redirect_hosts(http):
+            name = self.block_host(target)
+            if name is not None:
+                return name
         return None
 
     def false_positive(self, http: HTTPStage) -> str | None:
         """The name of the look-alike (challenge, stock error page) this response is, else None."""
         folded: dict[str, str] = {}
+        return self._false_positive(http, folded, self._quiet(http, folded))
+
+    def _false_positive(self, http: HTTPStage, folded: dict[str, str], quiet: bool) -> str | None:
+        found = set(http.body_false_positives or ())
         for sig in self.false_positives:
+            if sig.where == _BODY and sig.name in found:
+                return sig.name
+            if quiet and sig.where == _BODY and sig.hints is not None:
+                continue
             if sig.matches(http, folded):
                 return sig.name
         return None
+
+    def _quiet(self, http: HTTPStage, folded: dict[str, str]) -> bool:
+        """No hint of any body signature occurs in the page's texts (one pass each)."""
+        if self.prefilter is None:
+            return False
+        for text in _texts(http, _BODY):
+            f = folded.get(text)
+            if f is None:
+                f = folded[text] = _folded(text)
+            if self.prefilter.search(f) is not None:
+                return False
+        return True
+
+
+@functools.lru_cache(maxsize=16)
+def _build(extra: Fingerprints) -> FingerprintSet:
+    dns = {normalize_address(a): who for a, who in _DNS_INJECTED}
+    for address in extra.dns_addresses:
+        dns.setdefault(normalize_address(address), _CONFIGURED_DNS)
+    pages = [_compile(where, name, rx) for where, name, rx in _BLOCK_SIGNATURES]
+    for pattern in extra.http_body_patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid http_body_pattern {pattern!r}: {exc}") from None
+        pages.append(_Signature(_BODY, f"configured pattern {pattern!r}", regex, _hints_for(regex)))
+    fps = [_compile(where, name, rx) for where, name, rx in _FALSE_POSITIVES]
+    hosts = {normalize_address(h): name for h, name in _BLOCK_HOSTS}
+    for row in extra.rows:
+        if row.location_found == "dns":
+            dns.setdefault(normalize_address(row.pattern), f"fingerprint {row.name}")
+            continue
+        sig = _row_signature(row)
+        (fps if row.scope == "fp" else pages).append(sig)
+    hints = {h for sig in (*pages, *fps) if sig.where == _BODY for h in sig.hints or ()}
+    return FingerprintSet(
+        dns=MappingProxyType(dns),
+        block_pages=tuple(pages),
+        false_positives=tuple(fps),
+        extra=extra,
+        hosts=MappingProxyType(hosts),
+        prefilter=_any_of(hints) if hints else None,
+    )
+
+
+def _any_of(texts: set[str]) -> re.Pattern[str]:
+    """A pattern found wherever one of ``texts`` occurs: their trie, so that one pass
+    over a text costs about the same for 10 texts as for 1,500 (an alternation of
+    1,500 literals would try each at every position). A text that another one
+    starts with makes the rest of its branch unnecessary."""
+    root: dict[str, Any] = {}
+    for text in texts:
+        node = root
+        for c in text:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""  # a whole text ends here: whatever follows, it occurred
+        alts = []
+        for c in sorted(node):
+            run, child = c, node[c]
+            while len(child) == 1 and "" not in child:
+                ((c2, child),) = child.items()
+                run += c2
+            alts.append(re.escape(run) + build(child))
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return re.compile(build(root))
+
+
+def _row_signature(row: FingerprintRow) -> _Signature:
+    """A fingerprint file's row as a signature (OONI's matching: case-sensitive).
+
+    ``full`` and ``prefix`` rows on the body are matched against the stored body
+    head (the start of the body); every other body row is scanned over the
+    whole body as it arrives.
+    """
+    where = row.location_found
+    if where.startswith("header."):
+        header = where.split(".", 1)[1]
+        where = _LOCATION if header == "location" else f"{_HEADER}:{header}"
+    if row.pattern_type == "regexp":
+        pattern = row.pattern
+    elif row.pattern_type == "contains":
+        pattern = re.escape(row.pattern)
+    elif row.pattern_type == "prefix":
+        pattern = r"\A" + re.escape(row.pattern)
+    else:
+        pattern = r"\A" + re.escape(row.pattern) + r"\Z"
+    anchored = where == _BODY and row.pattern_type in ("full", "prefix")
+    if anchored:
+        where = _BODY_START
+    regex = re.compile(pattern)
+    return _Signature(where, f"fingerprint {row.name}", regex, _hints_for(regex))
+
+
+#: Body text is scanned in blocks of at least this many characters (so a body that
+#: trickles in byte by byte still costs one pass), with the overlap below kept between.
+SCAN_BLOCK_CHARS = 16_384
+#: Characters kept from one block to the next: a signature whose match is at most
+#: this long is found even across a chunk boundary (twice the longest pattern, at
+#: least 512, at most MAX_OVERLAP_CHARS).
+MAX_OVERLAP_CHARS = 16_384
+
+
+class BodyScan:
+    """The body signatures (block pages and false positives) found in one body.
+
+    Fed decoded text in order; each piece is searched once, with the tail of the
+    previous one kept before it so that a match across two chunks is found. The
+    body itself is never kept whole.
+    """
+
+    def __init__(self, fps: FingerprintSet) -> None:
+        self._sigs = [(sig, False) for sig in fps.block_pages if sig.where == _BODY] + [
+            (sig, True) for sig in fps.false_positives if sig.where == _BODY
+        ]
+        longest = max((len(sig.regex.pattern) for sig, _ in self._sigs), default=0)
+        self.overlap = min(MAX_OVERLAP_CHARS, max(512, 2 * longest))
+        self._prefilter = fps.prefilter
+        self._tail = ""
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self.blocks: list[str] = []  # names of block-page signatures found, in order
+        self.false_positives: list[str] = []
+        self.scanned_chars = 0
+
+    def feed(self, text: str) -> None:
+        if not text:
+            return
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self._pending_chars >= SCAN_BLOCK_CHARS:
+            self._scan()
+
+    def finish(self) -> None:
+        """Scan what is still pending (the end of the body), and the end of the last block
+        again where a match touching it waited for what followed."""
+        if self._pending or self._tail:
+            self._scan(final=True)
+
+    def _scan(self, final: bool = False) -> None:
+        fresh = "".join(self._pending)
+        self._pending.clear()
+        self._pending_chars = 0
+        self.scanned_chars += len(fresh)
+        window = self._tail + fresh
+        # The tail's first character is context only (a match starting there would have
+        # been longer than the overlap): "\b" or "^" must not see a false start of text.
+        start = 1 if self._tail else 0
+        folded = _folded(window)
+        hit = self._prefilter is None or self._prefilter.search(folded) is not None
+        left = []
+        for sig, is_fp in self._sigs:
+            if sig.hints is not None:
+                if not hit or not any(h in folded for h in sig.hints):
+                    left.append((sig, is_fp))
+                    continue
+            if _found(sig.regex, window, start, final):
+                names = self.false_positives if is_fp else self.blocks
+                if sig.name not in names:
+                    names.append(sig.name)
+            else:
+                left.append((sig, is_fp))
+        self._sigs = left  # a signature found once is not searched again
+        self._tail = window[-self.overlap :]
+
+
+def _found(regex: re.Pattern[str], window: str, start: int, final: bool) -> bool:
+    """A match in ``window`` from ``start``. Before the body's end, one that touches the
+    window's end does not count yet ("\b" or "$" there may be a chunk boundary, not the
+    text's end): the next window, which keeps it in its overlap, decides."""
+    for match in regex.finditer(window, start):
+        if final or match.end() < len(window):
+            return True
+    return False
 
 
 # --- helpers -----------------------------------------------------------------
@@ -313,7 +641,8 @@ def _hints_for(regex: re.Pattern[str]) -> tuple[str, ...] | None:
 
 
 def _literal_hints(pattern: str) -> tuple[str, ...] | None:
-    """Casefolded texts one of which every match of ``pattern`` contains; None if unsure.
+    """Folded texts (:func:`_folded`) one of which every match of ``pattern`` contains;
+    None if unsure.
 
     One text per top-level alternative: the longest run of plain characters
     outside groups and classes (escaped punctuation is plain; a character
@@ -323,9 +652,9 @@ def _literal_hints(pattern: str) -> tuple[str, ...] | None:
     hints = []
     for branch in _top_level_branches(pattern):
         best = max(_plain_runs(branch), key=len, default="")
-        if len(best) < _MIN_HINT or not best.isascii():
+        if len(best) < _MIN_HINT:
             return None
-        hints.append(best.casefold())
+        hints.append(_folded(best))
     return tuple(hints)
 
 
@@ -430,16 +759,24 @@ def _skip_group(text: str, i: int) -> int:
 
 
 def _texts(http: HTTPStage, where: str) -> list[str]:
-    """The parts of a response a signature of kind ``where`` looks at."""
+    """The parts of a response a signature of kind ``where`` looks at (its hops' too)."""
+    hops = http.redirects
     if where == _BODY:
-        return [t for t in (http.title, http.body_head) if t]
+        return [t for t in (http.title, http.body_head, *(h.title for h in hops)) if t]
+    if where == _TITLE:
+        return [t for t in (http.title, *(h.title for h in hops)) if t]
+    if where == _BODY_START:
+        return [http.body_head] if http.body_head else []
     if where == _SERVER:
-        return [v for k, v in http.headers.items() if k.lower() == "server" and v]
+        where = f"{_HEADER}:server"
     if where == _LOCATION:
         return _redirect_targets(http)
     if where.startswith(_HEADER + ":"):
         wanted = where.split(":", 1)[1]
-        return [v for k, v in http.headers.items() if k.lower() == wanted and v]
+        out = [v for k, v in http.headers.items() if k.lower() == wanted and v]
+        for hop in hops:
+            out += [v for k, v in (hop.headers or {}).items() if k.lower() == wanted and v]
+        return out
     return []
 
 
@@ -451,3 +788,28 @@ def _redirect_targets(http: HTTPStage) -> list[str]:
     if http.final_url and http.final_url != http.url:
         out.append(http.final_url)
     return out
+
+
+def _redirect_hosts(http: HTTPStage) -> list[str]:
+    """The host of every redirect target (relative Locations against their hop's URL)."""
+    hosts = []
+    targets = [(hop.url, hop.location) for hop in http.redirects]
+    targets += [(http.url, t) for t in _redirect_targets(http)]
+    for base, target in targets:
+        if not target:
+            continue
+        try:
+            host = urlsplit(urljoin(base or "", target)).hostname
+        except ValueError:
+            continue
+        if host:
+            hosts.append(host)
+    return hosts
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

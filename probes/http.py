@@ -8,12 +8,16 @@ measurement is one connection, as a stateful censor sees a browser's.
 
 The body is read in chunks after decompression and capped at max_body_bytes,
 so a decompression bomb stays bounded. A body still arriving when the budget
-runs out is a throughput sample, not a failure.
+runs out is a throughput sample, not a failure. Each chunk is decoded and
+scanned for the fingerprints' body signatures as it arrives (the body is never
+held whole; its first body_head_bytes are kept), redirect hops' bodies too; a
+redirect to a known block-page host is recorded and not followed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import html
 import importlib.util
@@ -33,6 +37,7 @@ from probes.dns import resolve_addresses
 from probes.errors import StageError, failure_of, mapped
 from probes.evidence import DNSStage, HTTPHop, HTTPStage
 from probes.failures import Failure
+from probes.fingerprints import BodyScan, FingerprintSet
 from probes.model import is_ip
 from probes.net import OpenConnection, StageContext
 from probes.tcp import MAX_ATTEMPTS, race_connect
@@ -41,6 +46,7 @@ from probes.tls import ParkedProtocol
 __all__ = [
     "MAX_REDIRECTS",
     "address_reach",
+    "all_headers",
     "headers_of_interest",
     "http_stage",
     "next_url",
@@ -54,9 +60,20 @@ HEADERS_OF_INTEREST = (
     "server", "content-type", "content-length", "content-encoding", "location", "via",
     "x-cache", "cf-ray", "x-served-by", "x-powered-by", "set-cookie", "cache-control",
 )  # fmt: skip
-MAX_HEADER_VALUE = 256
-BODY_HEAD_BYTES = 2048
+#: Each header value kept is at most this long; all of them together at most MAX_HEADERS_TOTAL.
+MAX_HEADER_VALUE = 8192
+MAX_HEADERS_TOTAL = 65_536
 TITLE_SCAN_BYTES = 65_536
+#: A redirect's own body is read up to this (hashed, its title taken, scanned) ...
+HOP_BODY_BYTES = 65_536
+#: ... for at most this long: a redirect that never ends its body must not eat the budget.
+HOP_READ_S = 1.0
+#: Without a charset in Content-Type, a <meta charset> is looked for in this much of the
+#: body's start (as browsers pre-scan it), before decoding begins.
+SNIFF_BYTES = 1024
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]{1,40})""", re.IGNORECASE
+)
 MAX_TITLE = 200
 #: The opening tag (attributes bounded, so many unclosed "<title" stay linear) and the end.
 _TITLE_OPEN = re.compile(r"<title(?:\s[^>]{0,256})?>", re.IGNORECASE)
@@ -98,14 +115,20 @@ async def http_stage(ctx: StageContext) -> HTTPStage:
     exchange = _Exchange()
     reach = target_reach(ctx)
     connector = _VantageConnector(ctx, ctx.take_connection(), reach)
+    fps = ctx.fingerprints if ctx.fingerprints is not None else FingerprintSet.build()
+    scan = fps.body_scan()
     try:
         async with _session(connector, exchange) as session:
-            await _follow(ctx, session, connector, exchange, record, reach)
+            await _follow(ctx, session, connector, exchange, record, reach, fps, scan)
     except StageError as exc:
         record.ok, record.failure = False, exc.failure
     finally:
         connector.drop_handoff()
         connector.abort_all()
+    if scan.scanned_chars or record.body_length is not None:
+        # what a browser was shown, kept even when the connection failed after it
+        record.body_signatures = list(scan.blocks)
+        record.body_false_positives = list(scan.false_positives)
     record.request_sent = record.request_sent or exchange.request_sent
     record.duration_s = time.monotonic() - started
     return record
@@ -150,6 +173,8 @@ async def _follow(
     exchange: _Exchange,
     record: HTTPStage,
     reach: frozenset[str],
+    fps: FingerprintSet,
+    scan: BodyScan,
 ) -> None:
     url = URL(ctx.target.url)  # yarl keeps parsed URLs: this is a cache hit, not a parse
     for _ in range(MAX_REDIRECTS + 1):
@@ -158,33 +183,62 @@ async def _follow(
             async with asyncio.timeout(ctx.deadline.remaining()):
                 resp = await session.get(url, allow_redirects=False)
         async with resp:
-            next_url = _redirect(record, url, resp, connector.last_address, reach)
-            if next_url is None:
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or not location:
                 record.request_sent = True
-                await _final(ctx, record, url, resp)
+                await _final(ctx, record, url, resp, scan)
                 return
-        url = next_url
+            hop = HTTPHop(str(url), resp.status, location[:2048], connector.last_address)
+            hop.headers, hop.headers_truncated = all_headers(resp.headers)
+            record.redirects.append(hop)
+            body, text = await _read_hop(ctx, resp, hop, scan)
+            if _stops_at_block_host(url, location, fps):
+                # never connect to a censor's server: this redirect is what we were shown
+                record.request_sent = True
+                _fill(ctx, record, url, resp, body, text)
+                record.redirect_stopped = True
+                return
+            # a redirect may not lead where the configured target could not: another
+            # scheme, or an address outside ``reach`` (refused before any resolve or dial)
+            target = next_url(url, location, reach)
+        url = target
     raise StageError(Failure.HTTP_TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
 
 
-def _redirect(
-    record: HTTPStage,
-    url: URL,
-    resp: aiohttp.ClientResponse,
-    address: str | None,
-    reach: frozenset[str],
-) -> URL | None:
-    """The next URL if this response redirects (recording the hop), else None.
+def _stops_at_block_host(url: URL, location: str, fps: FingerprintSet) -> bool:
+    """The Location leads to a known block-page host or address."""
+    try:
+        host = url.join(URL(location)).host
+    except ValueError:
+        return False
+    return fps.block_host(host) is not None
 
-    A redirect may not lead where the configured target could not: another
-    scheme, or an address (written in the Location) outside ``reach``. It is
-    refused before anything is resolved or dialled.
+
+async def _read_hop(
+    ctx: StageContext, resp: aiohttp.ClientResponse, hop: HTTPHop, scan: BodyScan
+) -> tuple[_Body, _Text]:
+    """A redirect's own body: bounded by HOP_BODY_BYTES and HOP_READ_S, hashed, scanned.
+
+    A failure reading it (the server hung up after its headers) is not the
+    stage's failure: the redirect was received.
     """
-    location = resp.headers.get("Location")
-    if resp.status not in REDIRECT_STATUSES or not location:
-        return None
-    record.redirects.append(HTTPHop(str(url), resp.status, location[:2048], address))
-    return next_url(url, location, reach)
+    body = _Body(keep=max(TITLE_SCAN_BYTES, ctx.body_head_bytes))
+    text = _Text(resp.charset, scan)
+    budget = min(HOP_READ_S, max(0.0, ctx.deadline.remaining()))
+    try:
+        async with asyncio.timeout(budget):
+            while not body.truncated:
+                chunk = await resp.content.readany()
+                if not chunk:
+                    break
+                text.add(body.add(chunk, HOP_BODY_BYTES))
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, EOFError):
+        body.truncated = True
+    text.finish()
+    hop.body_length = body.length
+    hop.body_sha256 = body.sha256.hexdigest()
+    hop.title = _title(_decode(bytes(body.scan), text.charset))
+    return body, text
 
 
 def next_url(url: URL, location: str, reach: frozenset[str]) -> URL:
@@ -243,23 +297,37 @@ def within_reach(address: str, reach: frozenset[str]) -> bool:
 
 
 async def _final(
-    ctx: StageContext, record: HTTPStage, url: URL, resp: aiohttp.ClientResponse
+    ctx: StageContext, record: HTTPStage, url: URL, resp: aiohttp.ClientResponse, scan: BodyScan
 ) -> None:
     """Fill the record from the last response and its (capped) body."""
+    text = _Text(resp.charset, scan)
+    try:
+        body = await _read_body(resp, ctx.max_body_bytes, ctx, text)
+    finally:
+        text.finish()
+    _fill(ctx, record, url, resp, body, text)
+    if ctx.target.throughput:
+        record.transfer_s = body.transfer_s
+        record.throughput_bps = body.length / body.transfer_s if body.transfer_s > 0 else None
+
+
+def _fill(
+    ctx: StageContext,
+    record: HTTPStage,
+    url: URL,
+    resp: aiohttp.ClientResponse,
+    body: _Body,
+    text: _Text,
+) -> None:
     record.final_url = str(url)
     record.status = resp.status
-    record.headers = headers_of_interest(resp.headers)
-    body = await _read_body(resp, ctx.max_body_bytes, ctx)
+    record.headers, record.headers_truncated = all_headers(resp.headers)
     record.ok, record.failure = True, None
     record.body_length = body.length
     record.body_sha256 = body.sha256.hexdigest()
     record.body_truncated = body.truncated
-    text = _decode(bytes(body.scan), resp.charset)
-    record.body_head = _decode(bytes(body.scan[:BODY_HEAD_BYTES]), resp.charset)
-    record.title = _title(text)
-    if ctx.target.throughput:
-        record.transfer_s = body.transfer_s
-        record.throughput_bps = body.length / body.transfer_s if body.transfer_s > 0 else None
+    record.body_head = _decode(bytes(body.scan[: ctx.body_head_bytes]), text.charset)
+    record.title = _title(_decode(bytes(body.scan[:TITLE_SCAN_BYTES]), text.charset))
 
 
 @dataclass(slots=True)
@@ -268,23 +336,91 @@ class _Body:
     truncated: bool = False
     transfer_s: float = 0.0
     sha256: Any = field(default_factory=hashlib.sha256)
-    scan: bytearray = field(default_factory=bytearray)  # the first TITLE_SCAN_BYTES
+    scan: bytearray = field(default_factory=bytearray)  # the first ``keep`` bytes
+    keep: int = TITLE_SCAN_BYTES
 
-    def add(self, chunk: bytes, cap: int) -> None:
-        """Keep what fits under the cap; note that more came."""
+    def add(self, chunk: bytes, cap: int) -> bytes:
+        """Keep what fits under the cap; note that more came. Returns what was kept."""
         room = cap - self.length
         if len(chunk) > room:
             self.truncated = True
             chunk = chunk[:room]
         self.length += len(chunk)
         self.sha256.update(chunk)
-        if len(self.scan) < TITLE_SCAN_BYTES:
-            self.scan += chunk[: TITLE_SCAN_BYTES - len(self.scan)]
+        if len(self.scan) < self.keep:
+            self.scan += chunk[: self.keep - len(self.scan)]
+        return chunk
 
 
-async def _read_body(resp: aiohttp.ClientResponse, cap: int, ctx: StageContext) -> _Body:
-    """Read decompressed chunks until EOF, the cap, or the deadline."""
-    body = _Body()
+class _Text:
+    """The body decoded as it arrives, fed to the signature scan; never kept whole.
+
+    The charset is the Content-Type's, else a ``<meta charset>`` in the first
+    SNIFF_BYTES (as a browser pre-scans), else UTF-8; bytes that do not decode
+    become U+FFFD, and a codec that cannot decode incrementally gives way to UTF-8.
+    """
+
+    def __init__(self, charset: str | None, scan: BodyScan) -> None:
+        self.charset = charset
+        self._scan = scan
+        self._raw = bytearray()
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    def add(self, data: bytes) -> None:
+        if self._decoder is not None:
+            self._feed(data)
+            return
+        self._raw += data
+        if len(self._raw) >= SNIFF_BYTES:
+            self._start()
+
+    def finish(self) -> None:
+        if self._decoder is None:
+            self._start()
+        self._feed(b"", final=True)
+        self._scan.finish()
+
+    def _start(self) -> None:
+        if self.charset is None:
+            found = _META_CHARSET.search(bytes(self._raw[:SNIFF_BYTES]))
+            self.charset = found.group(1).decode("ascii") if found else None
+        self._decoder = _incremental_decoder(self.charset)
+        if self._decoder is None:
+            self.charset, self._decoder = None, _incremental_decoder(None)
+        raw, self._raw = bytes(self._raw), bytearray()
+        self._feed(raw)
+
+    def _feed(self, data: bytes, final: bool = False) -> None:
+        assert self._decoder is not None
+        try:
+            text = self._decoder.decode(data, final)
+        except (UnicodeError, ValueError, TypeError, LookupError):
+            self.charset, self._decoder = None, _incremental_decoder(None)
+            assert self._decoder is not None
+            text = self._decoder.decode(data, final)
+        if isinstance(text, str):
+            self._scan.feed(text)
+
+
+def _incremental_decoder(charset: str | None) -> codecs.IncrementalDecoder | None:
+    """A lenient incremental decoder of a text encoding; None for anything else."""
+    try:
+        info = codecs.lookup(charset or "utf-8")
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.incrementaldecoder is None:
+        return None
+    try:
+        return info.incrementaldecoder(errors="replace")
+    except (TypeError, ValueError, LookupError):
+        return None
+
+
+async def _read_body(
+    resp: aiohttp.ClientResponse, cap: int, ctx: StageContext, text: _Text | None = None
+) -> _Body:
+    """Read decompressed chunks until EOF, the cap, or the deadline (each one scanned)."""
+    body = _Body(keep=max(TITLE_SCAN_BYTES, ctx.body_head_bytes))
     started = time.monotonic()
     try:
         with mapped():
@@ -293,13 +429,37 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int, ctx: StageContext) 
                     chunk = await resp.content.readany()
                     if not chunk:
                         break
-                    body.add(chunk, cap)
+                    kept = body.add(chunk, cap)
+                    if text is not None:
+                        text.add(kept)
     except StageError as exc:
         if exc.failure != Failure.TIMEOUT or body.length == 0:
             raise
         body.truncated = True  # still arriving at the deadline: a throughput sample
     body.transfer_s = time.monotonic() - started
     return body
+
+
+def all_headers(headers: CIMultiDictProxy[str]) -> tuple[dict[str, str], bool]:
+    """Every header (lower-case names, repeated ones joined by ", ") and whether a cap cut
+    any: each value at most MAX_HEADER_VALUE characters, all at most MAX_HEADERS_TOTAL."""
+    out: dict[str, str] = {}
+    total, truncated = 0, False
+    for name, value in headers.items():
+        key = name.lower()
+        before = out.get(key)
+        joined = value if before is None else f"{before}, {value}"
+        if len(joined) > MAX_HEADER_VALUE:
+            joined, truncated = joined[:MAX_HEADER_VALUE], True
+        grow = len(joined) - (len(before) if before is not None else -len(key))
+        if total + grow > MAX_HEADERS_TOTAL:
+            truncated = True
+            continue
+        if before is not None and before == joined:
+            continue
+        out[key] = joined
+        total += grow
+    return out, truncated
 
 
 def headers_of_interest(headers: CIMultiDictProxy[str]) -> dict[str, str]:

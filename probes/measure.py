@@ -15,9 +15,11 @@ import time
 from datetime import UTC, datetime
 
 from probes.deadline import Deadline
+from probes.defaults import DEFAULT_BODY_HEAD_BYTES
 from probes.errors import NotMeasurable
 from probes.evidence import DNSStage
 from probes.failures import unknown
+from probes.fingerprints import FingerprintSet
 from probes.model import Target, Vantage
 from probes.net import StageContext, VantageNet
 from probes.records import Measurement
@@ -37,8 +39,14 @@ async def measure(
     max_body_bytes: int,
     service: str = "",
     stop_addresses: frozenset[str] = frozenset(),
+    fingerprints: FingerprintSet | None = None,
+    body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES,
 ) -> Measurement:
-    """Measure ``target`` from ``vantage`` within ``timeout`` seconds; never raises."""
+    """Measure ``target`` from ``vantage`` within ``timeout`` seconds; never raises.
+
+    ``fingerprints``: what the HTTP stage scans bodies for and which redirects it
+    does not follow (the built-in set when None); ``body_head_bytes``: how much
+    of the body's start the HTTP record keeps."""
     started = time.monotonic()
     measurement = blank_measurement(target, vantage, service)
     ctx = StageContext(
@@ -48,6 +56,8 @@ async def measure(
         deadline=Deadline.after(timeout),
         measurement=measurement,
         max_body_bytes=max_body_bytes,
+        fingerprints=fingerprints,
+        body_head_bytes=body_head_bytes,
     )
     try:
         await _run_stages(ctx, _normalized_stop(stop_addresses))

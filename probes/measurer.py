@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from probes.defaults import DEFAULT_BODY_HEAD_BYTES
+from probes.fingerprints import FingerprintSet
 from probes.measure import measure
 from probes.model import Config, Target, Vantage
 from probes.net import VantageNet
@@ -70,11 +72,19 @@ class LocalMeasurer:
     """Measures in this process; owns one network per vantage, made on first use."""
 
     def __init__(
-        self, *, ca_file: str | None, max_body_bytes: int, stop_addresses: frozenset[str]
+        self,
+        *,
+        ca_file: str | None,
+        max_body_bytes: int,
+        stop_addresses: frozenset[str],
+        fingerprints: FingerprintSet | None = None,
+        body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES,
     ) -> None:
         self._ca_file = ca_file
         self._max_body = max_body_bytes
         self._stop = stop_addresses
+        self._fingerprints = fingerprints
+        self._head = body_head_bytes
         self._nets: dict[str, VantageNet] = {}
 
     def _net(self, vantage: Vantage) -> VantageNet:
@@ -93,6 +103,8 @@ class LocalMeasurer:
             max_body_bytes=self._max_body,
             service=job.service,
             stop_addresses=self._stop,
+            fingerprints=self._fingerprints,
+            body_head_bytes=self._head,
         )
 
     async def aclose(self) -> None:
@@ -111,16 +123,21 @@ class PoolMeasurer:
         ca_file: str | None,
         max_body_bytes: int,
         stop_addresses: frozenset[str],
+        fingerprints: FingerprintSet | None = None,
+        body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES,
     ) -> None:
         self._pool = pool
         self._ca_file = ca_file
         self._max_body = max_body_bytes
         self._stop = stop_addresses
+        self._fingerprints = fingerprints
+        self._head = body_head_bytes
 
     async def measure(self, job: Job, timeout: float) -> Measurement:  # noqa: ASYNC109
         return await self._pool.measure(
             job.target, job.vantage, ca_file=self._ca_file, timeout=timeout,
             max_body_bytes=self._max_body, service=job.service, stop_addresses=self._stop,
+            fingerprints=self._fingerprints, body_head_bytes=self._head,
         )  # fmt: skip
 
     async def aclose(self) -> None:
@@ -210,6 +227,7 @@ def measurer_for(
     per_vantage: int,
     stop_addresses: frozenset[str],
     pool: MeasuringPool | None = None,
+    fingerprints: FingerprintSet | None = None,
 ) -> Measurer:
     """The measurer of a config: agent vantages by their agents, the others in this
     process or, with ``pool``, in its workers; all within the bounds."""
@@ -218,12 +236,14 @@ def measurer_for(
     near: Measurer
     if pool is not None:
         near = PoolMeasurer(
-            pool, ca_file=d.ca_file, max_body_bytes=d.max_body_bytes, stop_addresses=stop_addresses
-        )
+            pool, ca_file=d.ca_file, max_body_bytes=d.max_body_bytes, stop_addresses=stop_addresses,
+            fingerprints=fingerprints, body_head_bytes=d.body_head_bytes,
+        )  # fmt: skip
     else:
         near = LocalMeasurer(
-            ca_file=d.ca_file, max_body_bytes=d.max_body_bytes, stop_addresses=stop_addresses
-        )
+            ca_file=d.ca_file, max_body_bytes=d.max_body_bytes, stop_addresses=stop_addresses,
+            fingerprints=fingerprints, body_head_bytes=d.body_head_bytes,
+        )  # fmt: skip
 
     def choose(vantage: Vantage) -> Measurer:
         return agents if vantage.agent is not None else near

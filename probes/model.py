@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from probes.defaults import (
+    DEFAULT_BODY_HEAD_BYTES,
     DEFAULT_DATA_DIR,
     DEFAULT_DNS_WINDOW_S,
     DEFAULT_INTERVAL_S,
@@ -249,6 +250,8 @@ class Defaults:
     ca_file: str | None = None
     throttle_ratio: float = DEFAULT_THROTTLE_RATIO
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: how much of the body's start the HTTP record keeps (``body_head``), for re-judging
+    body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,21 @@ class Fingerprints:
 
     dns_addresses: tuple[str, ...] = ()
     http_body_patterns: tuple[str, ...] = ()  # regular expressions
+    #: rows of the fingerprint files (``fingerprints.files``), read when the config is
+    rows: tuple[FingerprintRow, ...] = ()
+    files: tuple[str, ...] = ()  # the files they came from (absolute paths)
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintRow:
+    """One row of a fingerprint file in OONI's blocking-fingerprints CSV layout."""
+
+    name: str
+    location_found: str  # "body", "header.<name>" (lower case) or "dns"
+    pattern_type: str  # "full", "prefix", "contains" or "regexp"
+    pattern: str
+    scope: str = ""  # "nat", "isp", "prod", "inst", "vbw"; "fp" marks a false positive
+    origin: str = ""  # "<file>:<line>", for messages
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy as SocksProxy
 
 from probes.deadline import Deadline
+from probes.defaults import DEFAULT_BODY_HEAD_BYTES
 from probes.errors import FamilyUnavailable
 from probes.failures import Failure
 from probes.interfaces import InterfaceAddresses, interface_addresses
@@ -36,6 +37,8 @@ from probes.model import Proxy, Target, Vantage
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from probes.fingerprints import FingerprintSet
 
 _R = TypeVar("_R")
 
@@ -168,6 +171,10 @@ class StageContext:
     measurement: StageRecords
     max_body_bytes: int
     connection: OpenConnection | None = None
+    #: the signatures the HTTP stage scans each body for (None: the built-in ones)
+    fingerprints: FingerprintSet | None = None
+    #: how much of a body's start the HTTP record keeps (``defaults.body_head_bytes``)
+    body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES
     #: Evidence still arriving after its stage returned (a DNS listening window):
     #: the later stages run meanwhile; :func:`probes.measure.measure` waits for it
     #: once they are done, or closes it when the measurement is cut short.

@@ -195,6 +195,7 @@ class Runner:
                 per_vantage=per_vantage,
                 stop_addresses=self.fingerprints.injected_addresses(),
                 pool=pool,
+                fingerprints=self.fingerprints,
             )
         self.measurer: Measurer = measurer
 

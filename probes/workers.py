@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probes.defaults import DEFAULT_BODY_HEAD_BYTES
 from probes.failures import unknown
+from probes.fingerprints import FingerprintSet
 from probes.model import Target, Vantage
 from probes.records import Measurement
 
@@ -76,6 +78,10 @@ class _Ask:
     max_body_bytes: int
     service: str
     stop_addresses: frozenset[str]
+    #: the fingerprints the worker was sent under this key (a "fingerprints" frame, once
+    #: per worker and set: a config's fingerprint files may hold thousands of rows)
+    fingerprints_key: int | None = None
+    body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES
 
 
 def _frame(obj: object) -> bytes:
@@ -117,6 +123,7 @@ class _Worker:
         self.reader_task: asyncio.Task[None] | None = None
         self.starts = 0
         self.ended: str | None = None  # why it last stopped, for the error of what it held
+        self.fingerprints_sent: set[int] = set()  # keys of the sets this process holds
 
     @property
     def alive(self) -> bool:
@@ -137,6 +144,9 @@ class MeasuringPool:
         self._restarts: set[asyncio.Task[None]] = set()
         #: Workers that ended while holding measurements, or were restarted.
         self.restarts = 0
+        #: id of a fingerprint set -> (the set, kept so its id is not reused; its key)
+        self._fingerprint_keys: dict[int, tuple[FingerprintSet, int]] = {}
+        self._next_key = itertools.count(1)
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(w) for w in self._workers))
@@ -163,6 +173,7 @@ class MeasuringPool:
             child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         w.writer = writer
+        w.fingerprints_sent = set()
         w.starts += 1
         w.ended = None
         w.reader_task = asyncio.create_task(self._read(w, reader), name=f"worker-{w.index}")
@@ -230,6 +241,8 @@ class MeasuringPool:
         max_body_bytes: int,
         service: str = "",
         stop_addresses: frozenset[str] = frozenset(),
+        fingerprints: FingerprintSet | None = None,
+        body_head_bytes: int = DEFAULT_BODY_HEAD_BYTES,
     ) -> Measurement:
         """One measurement in a worker; never raises (cancellation aside)."""
         live = [w for w in self._workers if w.alive]
@@ -238,13 +251,18 @@ class MeasuringPool:
             return failed_measurement(target, vantage, service, f"no measuring worker ({ended})")
         w = min(live, key=lambda x: len(x.pending))
         ident = next(self._ids)
+        key = self._fingerprint_key(fingerprints) if fingerprints is not None else None
         ask = _Ask(
-            ident, target, vantage, ca_file, timeout, max_body_bytes, service, stop_addresses
-        )
+            ident, target, vantage, ca_file, timeout, max_body_bytes, service, stop_addresses,
+            key, body_head_bytes,
+        )  # fmt: skip
         fut: asyncio.Future[Measurement] = asyncio.get_running_loop().create_future()
         w.pending[ident] = fut
         assert w.writer is not None
         try:
+            if key is not None and key not in w.fingerprints_sent:
+                w.writer.write(_frame(("fingerprints", key, fingerprints)))
+                w.fingerprints_sent.add(key)
             w.writer.write(_frame(ask))
             async with asyncio.timeout(timeout + WORKER_GRACE_S):
                 return await fut
@@ -263,6 +281,16 @@ class MeasuringPool:
             return failed_measurement(
                 target, vantage, service, f"measuring worker {w.index}: {exc}"
             )
+
+    def _fingerprint_key(self, fingerprints: FingerprintSet) -> int:
+        found = self._fingerprint_keys.get(id(fingerprints))
+        if found is not None:
+            return found[1]
+        if len(self._fingerprint_keys) >= 8:  # old configs' sets: forget the oldest
+            del self._fingerprint_keys[next(iter(self._fingerprint_keys))]
+        key = next(self._next_key)
+        self._fingerprint_keys[id(fingerprints)] = (fingerprints, key)
+        return key
 
     def _cancel(self, w: _Worker, ident: int) -> None:
         """Forget a measurement and tell the worker to stop it."""
@@ -307,6 +335,7 @@ async def _work(fd: int) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     nets: dict[tuple[Vantage, str | None], VantageNet] = {}
     tasks: dict[int, asyncio.Task[None]] = {}
+    known: dict[int, FingerprintSet] = {}  # the fingerprint sets sent, by key
 
     async def one(ask: _Ask) -> None:
         key = (ask.vantage, ask.ca_file)
@@ -322,6 +351,10 @@ async def _work(fd: int) -> None:
                 max_body_bytes=ask.max_body_bytes,
                 service=ask.service,
                 stop_addresses=ask.stop_addresses,
+                fingerprints=(
+                    known.get(ask.fingerprints_key) if ask.fingerprints_key is not None else None
+                ),
+                body_head_bytes=ask.body_head_bytes,
             )
             writer.write(_frame((ask.id, m)))
         finally:
@@ -334,6 +367,10 @@ async def _work(fd: int) -> None:
                 break
             if isinstance(frame, _Ask):
                 tasks[frame.id] = asyncio.create_task(one(frame))
+            elif isinstance(frame, tuple) and frame[:1] == ("fingerprints",):
+                if len(known) >= 32:  # more than the parent keeps live (8)
+                    del known[next(iter(known))]
+                known[frame[1]] = frame[2]
             elif isinstance(frame, tuple) and frame[:1] == ("cancel",):
                 task = tasks.pop(frame[1], None)
                 if task is not None:

@@ -20,6 +20,7 @@ from probes.failures import Failure
 from probes.records import (
     DNSAnswer,
     DNSStage,
+    HTTPHop,
     HTTPStage,
     Measurement,
     TCPStage,
@@ -245,11 +246,12 @@ def ooni_requests(
     if http is None:
         return []
     span = (start, start + _seconds(http.duration_s))
+    # a redirect not followed (to a known block-page host) is the final response itself
+    hops = http.redirects[:-1] if http.redirect_stopped else http.redirects
     out = [
-        _entry(hop.url, _response(hop.status, {"location": hop.location} if hop.location else {}),
-               None, hop.address, span)
-        for hop in http.redirects
-    ]  # fmt: skip
+        _entry(hop.url, _response(hop.status, _hop_headers(hop)), None, hop.address, span)
+        for hop in hops
+    ]
     final_url = http.final_url or http.url
     body = http.body_head
     truncated = bool(http.body_truncated) or (
@@ -266,6 +268,14 @@ def ooni_requests(
     else:
         out.append(_entry(final_url, response, http.failure, ip, span))
     return list(reversed(out))
+
+
+def _hop_headers(hop: HTTPHop) -> dict[str, str]:
+    """A redirect's headers as recorded (older records kept its Location alone)."""
+    headers = {k: v for k, v in (hop.headers or {}).items() if k != "location"}
+    if hop.location:
+        headers["location"] = hop.location
+    return headers
 
 
 def ooni_control(control: Measurement | None) -> dict[str, Any]:

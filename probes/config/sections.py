@@ -11,15 +11,18 @@ from typing import TypeVar
 from yaml.nodes import Node, ScalarNode
 
 from probes.config.fields import read_ca_file, read_ip
+from probes.config.fpfiles import read_fingerprint_files
 from probes.config.reader import Reader
 from probes.config.yamlload import INT, is_null, kind_of
-from probes.defaults import MAX_BODY_BYTES_LIMIT
+from probes.defaults import MAX_BODY_BYTES_LIMIT, MAX_BODY_HEAD_BYTES
 from probes.model import Defaults, Fingerprints, Storage
 
-_DEFAULTS_KEYS = ("interval", "timeout", "ca_file", "throttle_ratio", "max_body_bytes")
+_DEFAULTS_KEYS = (
+    "interval", "timeout", "ca_file", "throttle_ratio", "max_body_bytes", "body_head_bytes",
+)  # fmt: skip
 _STORAGE_KEYS = ("dir", "retention")
 _PROBE_KEYS = ("allow",)
-_FINGERPRINT_KEYS = ("dns_addresses", "http_body_patterns")
+_FINGERPRINT_KEYS = ("dns_addresses", "http_body_patterns", "files")
 _WINDOW_KEYS = ("activity",)
 
 T = TypeVar("T")
@@ -49,12 +52,15 @@ def read_defaults(r: Reader, node: Node, path: str) -> Defaults | None:
     ca_file = given("ca_file", lambda n, p: read_ca_file(r, n, p), None)
     ratio = given("throttle_ratio", lambda n, p: _read_ratio(r, n, p), base.throttle_ratio)
     body = given("max_body_bytes", lambda n, p: _read_body_limit(r, n, p), base.max_body_bytes)
+    head = given("body_head_bytes", lambda n, p: _read_head_limit(r, n, p), base.body_head_bytes)
     if interval is None or timeout is None:
         return None
     if timeout > interval:
         _timeout_too_long(r, timeout, interval, fields, path)
         return None
-    if ratio is None or body is None or (ca_file is None and not is_null(fields.get("ca_file"))):
+    if ratio is None or body is None or head is None:
+        return None
+    if ca_file is None and not is_null(fields.get("ca_file")):
         return None
     return Defaults(
         interval=interval,
@@ -62,6 +68,7 @@ def read_defaults(r: Reader, node: Node, path: str) -> Defaults | None:
         ca_file=ca_file,
         throttle_ratio=ratio,
         max_body_bytes=body,
+        body_head_bytes=head,
     )
 
 
@@ -98,6 +105,14 @@ def _read_body_limit(r: Reader, node: Node, path: str) -> int | None:
     value = r.integer(node, path)
     if value is not None and not 0 < value <= MAX_BODY_BYTES_LIMIT:
         r.error(path, f"{value} must be between 1 and {MAX_BODY_BYTES_LIMIT} (64 MiB)", node)
+        return None
+    return value
+
+
+def _read_head_limit(r: Reader, node: Node, path: str) -> int | None:
+    value = r.integer(node, path)
+    if value is not None and not 0 <= value <= MAX_BODY_HEAD_BYTES:
+        r.error(path, f"{value} must be between 0 and {MAX_BODY_HEAD_BYTES} (1 MiB)", node)
         return None
     return value
 
@@ -150,9 +165,13 @@ def read_fingerprints(r: Reader, node: Node, path: str) -> Fingerprints | None:
         f"{path}.http_body_patterns",
         lambda n, p: _read_regex(r, n, p),
     )
-    if addresses is None or patterns is None:
+    files = read_fingerprint_files(r, fields.get("files"), f"{path}.files")
+    if addresses is None or patterns is None or files is None:
         return None
-    return Fingerprints(dns_addresses=tuple(addresses), http_body_patterns=tuple(patterns))
+    paths, rows = files
+    return Fingerprints(
+        dns_addresses=tuple(addresses), http_body_patterns=tuple(patterns), rows=rows, files=paths
+    )
 
 
 def _read_regex(r: Reader, node: Node, path: str) -> str | None:
