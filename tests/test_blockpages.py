@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from probes.classify import classify
 from probes.fingerprints import BodyScan, FingerprintSet
 from probes.measure import measure
-from probes.model import Fingerprints, ResolverSpec, Target, Vantage
+from probes.model import Fingerprints, ResolverSpec, SourceAddress, Target, Vantage
 from probes.net import VantageNet
 from probes.records import HTTPHop, HTTPStage, Measurement
 from probes.verdicts import Verdict
@@ -131,7 +131,9 @@ async def lab(
     server = await TwoFacedWeb(isp, origin).start()
     isp_dns = await FakeDNS({n: ["A 127.0.0.1"] for n in names}).start()
     ctl_dns = await FakeDNS({n: ["A 127.0.0.1"] for n in names}).start()
-    isp = Vantage("isp", ResolverSpec("udp", LOOPBACK, isp_dns.port), source_address=ISP_SOURCE)
+    isp = Vantage(
+        "isp", ResolverSpec("udp", LOOPBACK, isp_dns.port), source=SourceAddress(ipv4=ISP_SOURCE)
+    )
     vantage = VantageNet(isp, ca_file=None)
     control = VantageNet(
         Vantage("ctl", ResolverSpec("udp", LOOPBACK, ctl_dns.port), control=True), ca_file=None
