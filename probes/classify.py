@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from probes.compare import content_difference, http_diff
+from probes.dnsrules import invented_answers, unconnected_bogons
 from probes.dnswindow import injected_pair, reply_text
 from probes.failures import Failure
 from probes.fingerprints import FingerprintSet, normalize_address
@@ -61,7 +62,6 @@ from probes.observe import (
     incomplete,
     is_bogon,
     local_limitation,
-    says_no_such_name,
     stage_label,
     stage_order,
 )
@@ -332,6 +332,9 @@ def _measurement_error(case: Case) -> Judgement | None:
         )
     missing = incomplete(case.obs)
     if missing is not None:
+        unconnected = unconnected_bogons(case)
+        if unconnected is not None:
+            return Judgement(*unconnected)
         return Judgement(
             Verdict.ERROR,
             f"The measurement stopped before its {stage_label(missing)} stage without "
@@ -422,36 +425,9 @@ def _every_vantage_fails(case: Case) -> Judgement | None:
 
 
 def _invented_answers(case: Case) -> Judgement | None:
-    """Addresses for a name that the control says does not exist (NXDOMAIN).
-
-    A resolver that answers for a non-existent name invents the answer: an ISP
-    sending typos to its search page (NXDOMAIN hijacking), or a censor pointing
-    the name at a server of its own. It is never consistent with the control.
-    Private or reserved addresses are the censor's mark (CONTRACT §2: a bogon
-    the control does not see is evidence) -> ``dns_blocked``; a public one may
-    be either -> ``anomaly``. A control that *failed* to resolve (SERVFAIL,
-    timeout) says nothing about the name and is not this rule.
-    """
-    ctl = case.control
-    if ctl is None or not says_no_such_name(ctl.record(DNSStage)):
-        return None
-    dns = case.obs.record(DNSStage)
-    if dns is None or dns.skipped or not dns.ok:
-        return None
-    mine = addresses_of(dns)
-    if not mine:
-        return None
-    answered = f"DNS answered {listing(mine)} for a name the control says does not exist (NXDOMAIN)"
-    if all_bogon(mine):
-        return Judgement(
-            Verdict.DNS_BLOCKED,
-            f"{answered}: private or reserved addresses invented by the resolver.",
-        )
-    return Judgement(
-        Verdict.ANOMALY,
-        f"{answered}: invented answers ({reached_text(case.obs)} there), from NXDOMAIN "
-        "hijacking or a censor pointing the name at a server of its own.",
-    )
+    """4b: addresses for a name the control says does not exist (probes/dnsrules.py)."""
+    found = invented_answers(case)
+    return None if found is None else Judgement(*found)
 
 
 # --- 5. first failing stage, and the CDN rule ---------------------------------------

@@ -400,3 +400,28 @@ def test_the_ooni_export_tells_the_new_anomalies_apart() -> None:
     failed = ooni_record(Result(obs, j.verdict, j.reason, control))
     assert failed["test_keys"]["blocking"] == "http-failure"
     assert failed["test_keys"]["accessible"] is False
+
+
+@pytest.mark.parametrize(
+    "name", ["dnsHijackingToLocalhostWithHTTP", "dnsHijackingToLocalhostWithHTTPS"]
+)
+def test_answers_of_loopback_alone_are_judged_though_nothing_was_connected(name: str) -> None:
+    """A measurer that does not dial loopback answers (OONI Probe) leaves a record that ends
+    at DNS: loopback for a name the control resolves publicly is the resolver's tampering."""
+    verdict = Verdict.DNS_BLOCKED
+    keys = scenario(name)
+    url = keys["requests"][0]["request"]["url"] if keys.get("requests") else None
+    host = keys["queries"][0]["hostname"]
+    url = url or f"{'https' if name.endswith('HTTPS') else 'http'}://{host}/"
+    mine, _ = system_answers(keys, host)
+    assert mine and all(a.startswith("127.") or a == "::1" for a in mine)
+    obs = Measurement(target=url, vantage="censored", time="2024-05-01T12:00:00Z", service="s")
+    obs.dns = dns_stage(host, mine, None)  # OONI did not connect: nothing after DNS
+    theirs = keys["control"]["dns"]["addrs"]
+    control = reached(url, "control", theirs, response_page(keys), dns_fail=None)
+    j = judge(obs, control)
+    assert j.verdict is verdict, j.reason
+    assert mine[0] in j.reason and theirs[0] in j.reason
+    assert_sentence(j)
+    alone = classify(obs, control=None, canaries=(), fingerprints=FPS, throttle_ratio=RATIO)
+    assert alone.verdict is Verdict.ERROR  # with no control to compare, still not judged

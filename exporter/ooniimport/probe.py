@@ -205,7 +205,16 @@ def _http_stage(
     status = code if isinstance(code, int) and 100 <= code <= 599 else None
     failure = failure_of(last.get("failure"))
     location = location_of(response)
-    if failure is None and status in REDIRECTS and location:
+    answered_redirect = False
+    if failure is not None and status in REDIRECTS and location:
+        # the redirect came and then its own request failed (a Location the client would
+        # not follow, as lifeline refuses a public site's redirect into a private network):
+        # the redirect is a hop, as lifeline's own record keeps it, and the failure came
+        # after a request was answered
+        record.redirects.append(HTTPHop(final_url, status, location, request_ip(last)))
+        record.final_url = urljoin(final_url, location)
+        status, response, answered_redirect = None, {}, True
+    elif failure is None and status in REDIRECTS and location:
         # the redirect was not followed to a request: what ended it is the test's HTTP failure
         # (the next host's DNS, connect or TLS); a hop of its own in lifeline's record
         failure = failure_of(tk.get("http_experiment_failure"))
@@ -242,6 +251,7 @@ def _http_stage(
         own = failure_of(last.get("failure")) is not None
         record.request_sent = own and (
             not record.redirects
+            or answered_redirect
             or record.status is not None
             or _after_request(record.final_url or final_url, failure)
         )
