@@ -428,6 +428,7 @@ def test_classify_reports_bad_lines_and_goes_on(
     code, out, err = _run(capsys, "classify", "-")
     assert code == 2
     assert "line 4:" in err and "line 6:" in err
+    assert "line 6: not a measurement record: it has no 'target' field" in err
     assert out.strip().splitlines()[-1] == (
         f"{len(results)} records, 0 changed, 2 unreadable lines skipped"
     )

@@ -154,7 +154,10 @@ def _parse(lineno: int, item: dict[str, Any] | BadLine, bad: list[BadLine] | Non
             result = Result.from_dict(item)
             parse_rfc3339(result.measurement.time)
             problem = None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except KeyError as exc:
+            result = None
+            problem = BadLine(lineno, f"not a measurement record: it has no {exc.args[0]!r} field")
+        except (TypeError, ValueError, AttributeError) as exc:
             result = None
             problem = BadLine(lineno, f"not a measurement record: {type(exc).__name__}: {exc}")
     if problem is not None and bad is not None:
