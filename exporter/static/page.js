@@ -182,9 +182,16 @@
     return { w: w, n: n, total: list.length, count: n < list.length ? n + "/" + list.length : "" };
   }
 
+  // ?only=problems: vantages said once above the matrix (down), services hidden while ok
+  var folded = new Set();
+  document.querySelectorAll("p.folded[data-v]").forEach(function (p) { folded.add(p.getAttribute("data-v")); });
+  var onlyProblems = body.classList.contains("only-problems");
+
   function applyStatus(doc) {
     var now = new Date();
-    var results = Array.isArray(doc.results) ? doc.results : [];
+    var results = (Array.isArray(doc.results) ? doc.results : []).filter(function (r) {
+      return !folded.has(r.vantage);
+    });
     var changed = [];
     var unknown = 0;
     results.forEach(function (r) {
@@ -195,7 +202,11 @@
     });
     groupResults(results).forEach(function (list, k) {
       var td = cells.get(k);
-      if (!td) { unknown += 1; return; }
+      if (!td) {
+        // a service hidden by ?only=problems is news only once it has a problem
+        if (!onlyProblems || list.some(function (r) { return r.verdict !== "ok"; })) unknown += 1;
+        return;
+      }
       var s = summaryState(list);
       var st = stateOf(td);
       if (st[0] === s.w.verdict && st[1] === (s.w.since || "") && st[2] === s.count) return;
@@ -203,7 +214,7 @@
       fill(td, s.w, s.n, s.total, false, now);
       if (before !== s.w.verdict) changed.push({ r: s.w, before: before });
     });
-    updateCounts(results);
+    updateCounts(Array.isArray(doc.results) ? doc.results : []);
     var updated = parse(doc.time) || now;
     var up = document.getElementById("updated");
     up.setAttribute("datetime", iso(updated));
@@ -251,24 +262,34 @@
   var SVGNS = "http://www.w3.org/2000/svg";
   var hours = body.getAttribute("data-hours") || "24";
 
+  // As render.py's band_row: a band that is not ok is at least MIN_PROBLEM_W wide (a fresh
+  // incident shows), drawn over the ok bands, and said in words beside the row.
+  var MIN_PROBLEM_W = 15;
+  function hhmm(d) { return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()); }
   function drawBands(svg, bands, start, end) {
     var span = (end - start) || 1;
-    var rects = [];
+    var okRects = [], badRects = [], words = [];
     bands.forEach(function (b) {
       var s = parse(b.start), e = parse(b.end);
       if (!s || !e) return;
+      var problem = b.verdict !== "ok";
+      var w = Math.max((e - s) / span * 1000, problem ? MIN_PROBLEM_W : 0.5);
+      var x = Math.max(0, Math.min((s - start) / span * 1000, 1000 - w));
       var r = document.createElementNS(SVGNS, "rect");
       r.setAttribute("class", css(b.verdict));
-      r.setAttribute("x", ((s - start) / span * 1000).toFixed(2));
+      r.setAttribute("x", x.toFixed(2));
       r.setAttribute("y", "0");
-      r.setAttribute("width", Math.max((e - s) / span * 1000, 0.5).toFixed(2));
+      r.setAttribute("width", w.toFixed(2));
       r.setAttribute("height", "10");
       var t = document.createElementNS(SVGNS, "title");
       t.textContent = look(b.verdict).label + " " + b.start + " – " + b.end;
       r.append(t);
-      rects.push(r);
+      (problem ? badRects : okRects).push(r);
+      if (problem) words.push(look(b.verdict).label + " from " + hhmm(s));
     });
-    svg.replaceChildren.apply(svg, rects);
+    svg.replaceChildren.apply(svg, okRects.concat(badRects));
+    var what = svg.parentElement && svg.parentElement.querySelector(".tl-what");
+    if (what) what.textContent = words.join("; ");
   }
 
   function applyTimeline(doc) {
@@ -355,6 +376,22 @@
       })
       .catch(function () { say("Could not fetch the summary."); });
   });
+
+  // --- a matrix wider than the screen says so (the line above it, a shadow at the cut edge)
+  var box = document.getElementById("matrix-box");
+  var wrapEl = box && box.querySelector(".matrix-wrap");
+  function cue() {
+    if (!wrapEl) return;
+    var over = wrapEl.scrollWidth > wrapEl.clientWidth + 1;
+    box.classList.toggle("overflows", over);
+    box.classList.toggle("fits", !over);
+    box.classList.toggle("more-right", over && wrapEl.scrollLeft + wrapEl.clientWidth < wrapEl.scrollWidth - 1);
+  }
+  if (wrapEl) {
+    wrapEl.addEventListener("scroll", cue, { passive: true });
+    window.addEventListener("resize", cue);
+    cue();
+  }
 
   // --- expand a service's targets -----------------------------------------------------
   document.querySelectorAll("#matrix a.expand").forEach(function (a) {
