@@ -159,6 +159,14 @@ def test_only_problems_says_a_down_vantage_once_instead_of_in_every_row() -> Non
     cells = summary_cells(page)
     assert cells[("a", "shutdown")].attrs["data-verdict"] == "vantage_down"
     assert cells[("b", "shutdown")].attrs["data-verdict"] == "dns_blocked"
+    # a shutdown and nothing else: the note, and a matrix that says nothing else is wrong
+    rows = [result(s, f"https://{s}.test/", v, "vantage_down" if v == "shutdown" else "ok")
+            for s in ("a", "b") for v in ("control", "censored", "shutdown")]  # fmt: skip
+    page = render_page(status_doc(rows), [], now=NOW, only_problems=True)
+    assert summary_cells(page) == {}
+    assert page.count('class="v-vantage_down folded"') == 1
+    assert "Nothing is wrong: every service is ok from every vantage shown." in page
+    assert "No results yet." not in page
 
 
 # --- the timeline's ranges and a fresh incident ----------------------------------------------

@@ -508,6 +508,7 @@ def render_page(
         problems_href=page_href(hours=hours, only_problems=True),
         heads=[vantage_head(v, now) for v in board.vantages],
         columns=len(board.vantages) + 1,
+        measured=bool(board.services),
         services=[service_rows(board, s, now) for s in services],
         changes=[change_view(r, now) for r in real[:RECENT_CHANGES]],
         window=_window_lines(window),
