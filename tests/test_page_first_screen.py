@@ -85,6 +85,8 @@ def test_the_headline_counts_the_incidents_worst_first_as_now_lists_them() -> No
     # it is the first thing on the page: inside "Now", before the per-measurement counts
     assert page.index('id="h-now"') < page.index('id="headline"') < page.index('class="now-list"')
     assert page.index('id="headline"') < page.index('id="counts"')
+    # the browser tab counts the same incidents (not the 11 measurements that are not ok)
+    assert "<title>(5) lifeline status</title>" in page
     # each count wears its verdict's colour, the shutdown as the alarm
     assert re.search(r'<span class="v-vantage_down chip" data-verdict="vantage_down">', page)
     assert re.search(r'<span class="v-tls_blocked chip" data-verdict="tls_blocked">1 TLS', page)

@@ -486,7 +486,8 @@ def render_page(
     updated = board.time or now
     return render(
         "page.html",
-        title=f"({head.problems}) lifeline status" if head.problems else "lifeline status",
+        # the tab counts what the headline counts: the ongoing incidents
+        title=f"({len(incidents)}) lifeline status" if incidents else "lifeline status",
         refresh_s=max(10, int(poll_s * 3)),
         static_v=static_v,
         poll_ms=int(poll_s * 1000),

@@ -237,8 +237,22 @@
     var np = document.getElementById("n-problems"), nt = document.getElementById("n-total");
     if (np && np.textContent !== String(problems)) np.textContent = String(problems);
     if (nt && nt.textContent !== String(results.length)) nt.textContent = String(results.length);
-    var title = (problems ? "(" + problems + ") " : "") + "lifeline status";
+    var n = ongoingIncidents(results);
+    var title = (n ? "(" + n + ") " : "") + "lifeline status";
     if (document.title !== title) document.title = title;
+  }
+
+  // How many incidents are going on, as exporter/incidents.py groups them: a down vantage is
+  // one, an outage one per service, anything else one per (service, vantage, verdict).
+  function ongoingIncidents(results) {
+    var groups = new Set();
+    results.forEach(function (r) {
+      if (r.verdict === "ok") return;
+      if (r.verdict === "vantage_down") groups.add(key("vantage_down", r.vantage));
+      else if (r.verdict === "service_down") groups.add(key("service_down", r.service));
+      else groups.add(key(r.verdict, r.service, r.vantage));
+    });
+    return groups.size;
   }
 
   function addChange(r, before, now) {
