@@ -3,7 +3,8 @@
 // The server renders the whole page; this script only keeps it current. It
 // polls /api/v1/status and patches the cells whose verdict changed (never the
 // whole table), keeps relative and local times ticking, redraws the timeline
-// of a service that changed, and lets arrow keys move between cells. Every
+// of a service that changed, says when the matrix is wider than the screen,
+// keeps the tab's count of incidents, and lets arrow keys move between cells. Every
 // value is set with textContent or as a URL parameter: nothing from the
 // network is ever parsed as HTML.
 (function () {
