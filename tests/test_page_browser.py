@@ -646,6 +646,15 @@ async def test_only_problems_stays_quiet_about_what_it_hides(browser: Chromium) 
         await browser.wait_for(
             "document.getElementById('notice').textContent.startsWith('New services')"
         )
+        # and so is the down vantage answering again
+        news[("canaries", "shutdown")] = "ok"
+        news[("open", "censored")] = "ok"
+        source.doc = shutdown_status(news)
+        await browser.wait_for(
+            "document.getElementById('notice').textContent === "
+            "'shutdown no longer down everywhere: reload the page for its column.'"
+        )
+        assert await browser.js("!document.getElementById('now-stale').hidden")
 
 
 # --- against real `lifeline serve` on the built-in lab --------------------------------------

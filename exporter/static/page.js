@@ -190,8 +190,12 @@
 
   function applyStatus(doc) {
     var now = new Date();
-    var results = (Array.isArray(doc.results) ? doc.results : []).filter(function (r) {
-      return !folded.has(r.vantage);
+    var all = Array.isArray(doc.results) ? doc.results : [];
+    var back = new Set();  // a folded vantage with a verdict other than vantage_down: not down now
+    var results = all.filter(function (r) {
+      if (!folded.has(r.vantage)) return true;
+      if (r.verdict !== "vantage_down") back.add(r.vantage);
+      return false;
     });
     var changed = [];
     var unknown = 0;
@@ -215,7 +219,7 @@
       fill(td, s.w, s.n, s.total, false, now);
       if (before !== s.w.verdict) changed.push({ r: s.w, before: before });
     });
-    updateCounts(Array.isArray(doc.results) ? doc.results : []);
+    updateCounts(all);
     var updated = parse(doc.time) || now;
     var up = document.getElementById("updated");
     up.setAttribute("datetime", iso(updated));
@@ -231,6 +235,11 @@
       seen.forEach(function (s) { refreshTimeline(s); });
     }
     if (unknown) say("New services or vantages appeared: reload the page to see them.");
+    if (back.size) {
+      var staleNow = document.getElementById("now-stale");
+      if (staleNow) staleNow.hidden = false;
+      say(Array.from(back).join(", ") + " no longer down everywhere: reload the page for its column.");
+    }
   }
 
   function updateCounts(results) {
