@@ -278,7 +278,8 @@ async def test_every_cell_is_shown_and_news_arrives_without_a_reload(
     url, source = fake_app
     await browser.navigate(url)
     assert_matrix(await browser.js(CELLS_JS), FIRST)
-    assert await browser.js("document.title") == "(6) lifeline status"
+    # the tab counts the incidents, as the headline: the shutdown, the DNS and the TLS block
+    assert await browser.js("document.title") == "(3) lifeline status"
     heads = await browser.js(
         "Array.from(document.querySelectorAll('#matrix thead th')).map(t => t.dataset.v || '')"
     )
@@ -322,7 +323,7 @@ async def test_every_cell_is_shown_and_news_arrives_without_a_reload(
         "twitter|censored|https://twitter.test/",
     }, touched
     assert "open|censored|" in touched
-    assert await browser.js("document.title") == "(6) lifeline status"  # one fixed, one new
+    assert await browser.js("document.title") == "(3) lifeline status"  # one fixed, one new
     newest = await browser.js("document.querySelector('#changes li').textContent")
     assert newest.startswith("open at censored: OK → TCP blocked") or newest.startswith(
         "twitter at censored: DNS blocked → OK"
@@ -447,6 +448,213 @@ async def test_phone_width_keeps_the_service_column_in_view(
     wrap_left = await browser.js(f"{wrap}.getBoundingClientRect().left")
     assert abs(left - wrap_left) < 2  # sticky: still at the left edge after scrolling
     await browser.screenshot("page-phone.png")
+
+
+# --- the first screen at desktop and phone width -------------------------------------------
+
+WIDTHS = ((1280, False), (400, True))  # (CSS pixels, a phone)
+
+
+async def set_width(browser: Chromium, width: int, mobile: bool) -> None:
+    await browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=800,
+        deviceScaleFactor=1,
+        mobile=mobile,
+    )
+
+
+NOW_JS = """
+(() => {
+  const now = document.getElementById('now'), r = now.getBoundingClientRect();
+  const items = Array.from(now.querySelectorAll('li.now-item'));
+  return {
+    top: r.top, height: r.height, width: window.innerWidth, screen: window.innerHeight,
+    headline: document.getElementById('headline').textContent.replace(/\\s+/g, ' ').trim(),
+    items: items.map(li => li.textContent.replace(/\\s+/g, ' ').trim()),
+    widest: Math.max(...items.map(li => li.getBoundingClientRect().right)),
+    page: document.documentElement.scrollWidth,
+    legendTop: document.getElementById('legend').getBoundingClientRect().top,
+    matrixTop: document.getElementById('matrix').getBoundingClientRect().top,
+  };
+})()
+"""
+
+
+@pytest.mark.parametrize(("width", "mobile"), WIDTHS)
+async def test_now_is_the_first_screen_at_desktop_and_phone_width(
+    browser: Chromium, fake_app: tuple[str, FakeSource], width: int, mobile: bool
+) -> None:
+    url, _ = fake_app
+    await set_width(browser, width, mobile)
+    await browser.navigate(url)
+    now = await browser.js(NOW_JS)
+    assert now["width"] == width
+    # on the first screen, whole, and nothing of it (or of the page) cut off at the side
+    assert 0 <= now["top"] and now["top"] + now["height"] <= now["screen"], now
+    assert now["widest"] <= width and now["page"] <= width, now
+    assert now["headline"] == "1 shutdown, 2 blocked (1 DNS, 1 TLS)"
+    assert [i.split(":")[0] for i in now["items"]] == [
+        "▼ Vantage down",
+        "✕ DNS blocked",
+        "✕ TLS blocked",
+    ]
+    assert now["items"][0].startswith("▼ Vantage down: 3 services at shutdown (IR, ")
+    # the legend is read before the matrix
+    assert now["top"] < now["legendTop"] < now["matrixTop"]
+    shot = await browser.send("Page.captureScreenshot", format="png")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"page-now-{width}.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+CUE_JS = """
+(() => {
+  const box = document.getElementById('matrix-box'), wrap = box.querySelector('.matrix-wrap');
+  const hint = document.getElementById('scroll-hint'), h = hint.getBoundingClientRect();
+  const heads = Array.from(document.querySelectorAll('#matrix thead th[data-v]'));
+  const last = heads[heads.length - 1].getBoundingClientRect(), w = wrap.getBoundingClientRect();
+  return {
+    hint: h.height > 0 && h.width > 0 ? hint.textContent : '',
+    more: box.classList.contains('more-right'),
+    shadow: getComputedStyle(box, '::after').opacity,
+    lastRight: last.right, wrapRight: w.right,
+    page: document.documentElement.scrollWidth, width: window.innerWidth,
+  };
+})()
+"""
+
+
+async def test_at_400_px_the_matrix_says_it_scrolls_and_every_vantage_is_reachable(
+    browser: Chromium, fake_app: tuple[str, FakeSource]
+) -> None:
+    url, _ = fake_app
+    await set_width(browser, 400, True)
+    await browser.navigate(url)
+    cue = await browser.js(CUE_JS)
+    assert cue["hint"] == "Wider than the screen: scroll the table sideways for all 3 vantages →"
+    assert cue["more"] and cue["shadow"] == "1", cue  # a shadow at the cut edge
+    assert cue["lastRight"] > cue["wrapRight"]  # the third vantage is past the edge ...
+    assert cue["page"] <= cue["width"]  # ... of the table, never of the page
+    await browser.js("document.querySelector('.matrix-wrap').scrollLeft = 10000; true")
+    await browser.wait_for(
+        "!document.getElementById('matrix-box').classList.contains('more-right')"
+    )
+    cue = await browser.js(CUE_JS)
+    assert cue["lastRight"] <= cue["wrapRight"] + 1  # scrolled: the last column is in view
+    # at desktop width the table fits: no cue
+    await set_width(browser, 1280, False)
+    await browser.navigate(url)
+    cue = await browser.js(CUE_JS)
+    assert cue["hint"] == "" and not cue["more"]
+
+
+def colour_source(verdicts: list[str]) -> FakeSource:
+    """One service per verdict, that verdict at censored for two hours, ok at the control."""
+    rows = [result(v, f"https://{v}.test/", "censored", v) for v in verdicts]
+    rows += [result(v, f"https://{v}.test/", "control", "ok") for v in verdicts]
+    changes = [
+        change(v, f"https://{v}.test/", "censored", v, NOW - timedelta(hours=2), previous="ok")
+        for v in verdicts
+    ]
+    return FakeSource(status_doc(rows), changes)
+
+
+COLOURS_JS = """
+((verdicts) => Object.fromEntries(verdicts.map(v => {
+  const td = document.querySelector(`td.c[data-s="${v}"][data-v="censored"]:not([data-t])`);
+  const band = document.querySelector(
+    `section.tl[data-s="${v}"] .tl-row[data-v="censored"] rect.v-${v}`);
+  const chip = document.querySelector(`#legend .lg[data-verdict="${v}"] .chip`);
+  const what = document.querySelector(
+    `section.tl[data-s="${v}"] .tl-row[data-v="censored"] .tl-what`);
+  return [v, {
+    cell: getComputedStyle(td).backgroundColor, band: band && getComputedStyle(band).fill,
+    chip: getComputedStyle(chip).backgroundColor, label: td.querySelector('.vl').textContent,
+    what: what.textContent,
+  }];
+})))
+"""
+
+
+async def test_each_method_its_own_colour_the_same_on_cells_bands_and_legend(
+    browser: Chromium,
+) -> None:
+    verdicts = [
+        "dns_blocked",
+        "tcp_blocked",
+        "tls_blocked",
+        "http_blocked",
+        "throttled",
+        "vantage_down",
+        "service_down",
+        "anomaly",
+    ]
+    source = colour_source(verdicts)
+    async with TestServer(status_route(source), host="127.0.0.1", port=0) as server:
+        await browser.navigate(str(server.make_url("/")))
+        seen = await browser.js(f"({COLOURS_JS})({json.dumps(verdicts)})")
+    for v in verdicts:
+        c = seen[v]
+        assert c["cell"] == c["band"] == c["chip"], (v, c)  # one colour, everywhere
+        assert c["label"] == verdict_label(v)  # and its name, besides the colour
+        assert c["what"].startswith(verdict_label(v) + " from "), c
+    colours = {v: seen[v]["cell"] for v in verdicts}
+    assert len(set(colours.values())) == len(verdicts), colours  # none shares one
+    await browser.screenshot("page-colours.png")
+
+
+class CountingSource(FakeSource):
+    """Says when the page polls the status."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.polled = asyncio.Event()
+
+    async def status(self) -> dict[str, Any]:
+        self.polled.set()
+        return await super().status()
+
+
+def shutdown_status(verdicts: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """One target a service; every one of them vantage_down at the shutdown vantage."""
+    return status_doc([result(s, f"https://{s}.test/", v, x) for (s, v), x in verdicts.items()])
+
+
+async def test_only_problems_stays_quiet_about_what_it_hides(browser: Chromium) -> None:
+    source = CountingSource(shutdown_status(FIRST))
+    async with TestServer(status_route(source), host="127.0.0.1", port=0) as server:
+        await browser.navigate(str(server.make_url("/?only=problems")))
+        heads = await browser.js(
+            "Array.from(document.querySelectorAll('#matrix thead th[data-v]'))"
+            ".map(t => t.dataset.v)"
+        )
+        assert heads == ["control", "censored"]  # the down vantage is one line, not a column
+        note = await browser.js("document.querySelector('p.folded').textContent")
+        assert note.startswith("▼ shutdown (IR) is down: every canary fails")
+        # polls of unchanged news: nothing "new" is claimed for the hidden rows and column
+        async with asyncio.timeout(PATIENCE_S):
+            for _ in range(3):
+                source.polled.clear()
+                await source.polled.wait()
+        await browser.wait_for("document.getElementById('live').classList.contains('ok')")
+        assert await browser.js("document.getElementById('notice').textContent") == ""
+        # a hidden service that gets a problem is news: reload to see it
+        news = dict(FIRST)
+        news[("open", "censored")] = "tcp_blocked"
+        source.doc = shutdown_status(news)
+        await browser.wait_for(
+            "document.getElementById('notice').textContent.startsWith('New services')"
+        )
+        # and so is the down vantage answering again
+        news[("canaries", "shutdown")] = "ok"
+        news[("open", "censored")] = "ok"
+        source.doc = shutdown_status(news)
+        await browser.wait_for(
+            "document.getElementById('notice').textContent === "
+            "'shutdown no longer down everywhere: reload the page for its column.'"
+        )
+        assert await browser.js("!document.getElementById('now-stale').hidden")
 
 
 # --- against real `lifeline serve` on the built-in lab --------------------------------------

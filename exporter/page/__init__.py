@@ -1,7 +1,8 @@
 """The status page: what an incident responder opens first (``lifeline serve`` at ``/``).
 
 One screen answers "which services are blocked from which networks, how,
-since when, and is it getting worse": a matrix of services by vantages (the
+since when, and is it getting worse": "Now" first (a headline counting the
+ongoing incidents, then one line each), the legend, a matrix of services by vantages (the
 worst verdict of each service's targets, in words, a glyph and a colour), a
 timeline of verdict bands per service, recent changes, and a drill-down with
 the stage-by-stage evidence of one (target, vantage).
@@ -16,6 +17,7 @@ autoescaping on for every template, the page carries no inline script, and a
 Content-Security-Policy forbids any.
 
 - ``view``: verdict looks, times, the status document grouped (cells, vantages, counts)
+- ``now``: the "Now" section: its headline (the incidents counted) and one line per incident
 - ``timeline``: verdict bands and the ``/api/v1/timeline`` document
 - ``render``: the records the templates read, the Jinja2 environment, the page
 - ``drill``: the drill-down page's records and renderer

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from exporter.incidents import Incident, Period, build_incidents
+from exporter.incidents import Incident, Period, build_incidents, rank
 from exporter.page.view import (
     ChangeRow,
     Status,
@@ -24,8 +24,9 @@ from exporter.page.view import (
     rfc3339,
     zone,
 )
+from probes.records import Verdict
 
-__all__ = ["NowLine", "now_lines"]
+__all__ = ["Headline", "NowLine", "Part", "headline", "now_incidents", "now_lines"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class NowLine:
     duration: str  # "1h20m"
 
 
-def now_lines(status: Status, changes: Sequence[ChangeRow], now: datetime) -> list[NowLine]:
+def now_incidents(status: Status, changes: Sequence[ChangeRow]) -> list[Incident]:
     """The ongoing incidents of ``status`` (with ``changes`` for when they began), worst first."""
     periods: list[Period] = [
         Period(c.service, c.target, c.vantage, c.verdict, c.since, c.until, c.reason)
@@ -59,9 +60,85 @@ def now_lines(status: Status, changes: Sequence[ChangeRow], now: datetime) -> li
                 Period(cell.service, cell.target, cell.vantage, cell.verdict, since, None,
                        cell.reason)
             )  # fmt: skip
+    return [i for i in build_incidents(periods) if i.ongoing]
+
+
+def now_lines(status: Status, incidents: Sequence[Incident], now: datetime) -> list[NowLine]:
+    """``incidents`` (from :func:`now_incidents`) in words, one line each, in their order."""
     info = {v.name: v for v in status.vantages}
     stamp = now.timestamp()
-    return [_line(i, info, now, stamp) for i in build_incidents(periods) if i.ongoing]
+    return [_line(i, info, now, stamp) for i in incidents]
+
+
+# --- the headline: the incidents rolled up ---------------------------------------------
+
+# how the headline counts an incident of each verdict: (one, many)
+_NOUNS: dict[str, tuple[str, str]] = {
+    Verdict.VANTAGE_DOWN: ("shutdown", "shutdowns"),
+    Verdict.THROTTLED: ("throttled", "throttled"),
+    Verdict.ANOMALY: ("anomaly", "anomalies"),
+    Verdict.UNREACHABLE: ("unreachable", "unreachable"),
+    Verdict.SERVICE_DOWN: ("outage", "outages"),
+    Verdict.ERROR: ("measurement error", "measurement errors"),
+}
+# the blocking methods, counted together as "blocked" and named inside it
+_BLOCKED: dict[str, str] = {
+    Verdict.DNS_BLOCKED: "DNS",
+    Verdict.TCP_BLOCKED: "TCP",
+    Verdict.TLS_BLOCKED: "TLS",
+    Verdict.HTTP_BLOCKED: "HTTP",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One count of the headline: "1 shutdown", or "3 blocked" with its methods inside."""
+
+    text: str
+    css: str  # the verdict's colour ("" for the blocked total: its methods carry theirs)
+    verdict: str
+    inner: tuple[Part, ...] = ()  # per method, for "blocked"
+
+
+@dataclass(frozen=True, slots=True)
+class Headline:
+    """The first line of the page: the ongoing incidents counted by kind, worst first."""
+
+    parts: tuple[Part, ...]
+    quiet: str  # what to say when there is no part: "All reachable", "No results yet"
+
+    @property
+    def text(self) -> str:
+        if not self.parts:
+            return self.quiet
+        out = []
+        for p in self.parts:
+            inner = ", ".join(q.text for q in p.inner)
+            out.append(f"{p.text} ({inner})" if inner else p.text)
+        return ", ".join(out)
+
+
+def headline(incidents: Sequence[Incident], *, measured: bool) -> Headline:
+    """``incidents`` counted as a responder says them, in the order of :data:`RANK`:
+    "1 shutdown, 3 blocked (2 DNS, 1 TLS), 2 outages"; "All reachable" when there are none
+    (``measured``: any current verdict at all; "No results yet" when there is none)."""
+    by: dict[str, int] = {}
+    for i in incidents:
+        by[i.verdict] = by.get(i.verdict, 0) + 1
+    parts: list[Part] = []
+    blocked = [(v, by[v]) for v in sorted(by, key=rank) if v in _BLOCKED]
+    done = False
+    for v in sorted(by, key=lambda v: (rank(v), v)):
+        if v in _BLOCKED:
+            if not done:
+                inner = tuple(Part(f"{n} {_BLOCKED[m]}", css(m), m) for m, n in blocked)
+                parts.append(Part(f"{sum(n for _, n in blocked)} blocked", "", "blocked", inner))
+                done = True
+            continue
+        n = by[v]
+        one, many = _NOUNS.get(v, (v, v))
+        parts.append(Part(f"{n} {one if n == 1 else many}", css(v), v))
+    return Headline(tuple(parts), "All reachable" if measured else "No results yet")
 
 
 def _place(vantage: str | None, info: dict[str, VantageInfo], now: datetime) -> str:

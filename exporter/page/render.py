@@ -18,7 +18,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from jinja2.ext import Extension
 
-from exporter.page.now import now_lines
+from exporter.incidents import Incident
+from exporter.page.now import headline, now_incidents, now_lines
 from exporter.page.source import ChangeRow
 from exporter.page.timeline import Band, Timelines, timelines
 from exporter.page.view import (
@@ -47,6 +48,7 @@ from exporter.page.view import (
     worst,
     zone,
 )
+from probes.records import Verdict
 
 __all__ = ["render", "render_page"]
 
@@ -285,6 +287,10 @@ def change_view(row: ChangeRow, now: datetime) -> ChangeView:
 
 
 _TL_W = 1000  # SVG user units across the window; bands stretch to the element's width
+# A band that is not ok is drawn at least this wide (1.5 % of the row), so a fresh incident
+# is a visible block at any window, not a sliver; its tip and words keep the true times.
+# page.js draws with the same rule.
+MIN_PROBLEM_W = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,23 +303,37 @@ class Rect:
 
 @dataclass(frozen=True, slots=True)
 class BandRow:
-    """One row of bands as SVG rects; ``aria`` says them in words."""
+    """One row of bands as SVG rects; ``aria`` says them in words, ``problems`` says the
+    bands that are not ok in visible words (colour is never the only signal)."""
 
     rects: list[Rect]
     aria: str
+    problems: str = ""
 
 
 def band_row(bands: Sequence[Band], start: datetime, end: datetime, label: str) -> BandRow:
     span = (end - start).total_seconds() or 1.0
-    rects = []
+    rects: list[tuple[bool, Rect]] = []
     words = []
+    bad = []
     for b in bands:
         x = (b.start - start).total_seconds() / span * _TL_W
-        w = max((b.end - b.start).total_seconds() / span * _TL_W, 0.5)
+        w = (b.end - b.start).total_seconds() / span * _TL_W
+        problem = is_problem(b.verdict)
+        w = max(w, MIN_PROBLEM_W if problem else 0.5)
+        x = max(0.0, min(x, _TL_W - w))  # a widened band at the end grows to the left
         tip = f"{verdict_label(b.verdict)} {rfc3339(b.start)} to {rfc3339(b.end)}"
-        rects.append(Rect(css(b.verdict), f"{x:.2f}", f"{w:.2f}", tip))
-        words.append(f"{verdict_label(b.verdict)} from {b.start.strftime('%H:%M')}")
-    return BandRow(rects, f"{label}: " + ("; ".join(words) if words else "no data"))
+        rects.append((problem, Rect(css(b.verdict), f"{x:.2f}", f"{w:.2f}", tip)))
+        word = f"{verdict_label(b.verdict)} from {b.start.strftime('%H:%M')}"
+        words.append(word)
+        if problem:
+            bad.append(word)
+    rects.sort(key=lambda pr: pr[0])  # problems last: drawn over the ok they may overlap
+    return BandRow(
+        [r for _, r in rects],
+        f"{label}: " + ("; ".join(words) if words else "no data"),
+        "; ".join(bad),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +365,17 @@ def service_timeline(
     )
 
 
-_WINDOW_LINKS = ((6, "6 h"), (24, "24 h"), (72, "3 days"), (168, "7 days"))
+_WINDOW_LINKS = ((1, "1 h"), (6, "6 h"), (24, "24 h"), (168, "7 d"))
+
+
+def page_href(*, hours: float, only_problems: bool) -> str:
+    """The page's own URL with these choices (the default window is left out)."""
+    q: dict[str, str] = {}
+    if hours != DEFAULT_HOURS:
+        q["hours"] = f"{hours:g}"
+    if only_problems:
+        q["only"] = "problems"
+    return "/?" + urlencode(q) if q else "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +394,39 @@ def legend() -> list[LegendItem]:
         LegendItem(v, css(v), k.label, k.mark, k.rank, k.meaning)
         for v, k in sorted(LOOKS.items(), key=lambda kv: -kv[1].rank)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A vantage that is down (every service there ``vantage_down``), said once by
+    ``?only=problems`` instead of a ``vantage_down`` cell in every row."""
+
+    name: str
+    country: str
+    services: int
+    targets: int
+    since: Since | None
+
+
+def folded_vantages(board: Board, incidents: Sequence[Incident], now: datetime) -> list[Folded]:
+    """The vantages where every current verdict is ``vantage_down``, with their shutdown."""
+    out = []
+    for v in board.vantages:
+        mine = [c for (_, vn), cs in board.cells.items() if vn == v.name for c in cs]
+        if not mine or any(c.verdict != Verdict.VANTAGE_DOWN for c in mine):
+            continue
+        inc = next(
+            (i for i in incidents if i.verdict == Verdict.VANTAGE_DOWN and i.vantage == v.name),
+            None,
+        )
+        start = (
+            datetime.fromtimestamp(inc.start, UTC)
+            if inc
+            else min((c.since for c in mine if c.since), default=None)
+        )
+        services = len(inc.services) if inc else len({c.service for c in mine})
+        out.append(Folded(v.name, v.country or "", services, len(mine), since_of(start, now)))
+    return out
 
 
 def _window_lines(window: Mapping[str, Any] | None) -> list[str]:
@@ -393,6 +456,18 @@ def render_page(
     now = now.astimezone(UTC)
     typed = as_status(status)
     board = build_board(typed)
+    incidents = now_incidents(typed, changes)
+    folded: list[Folded] = []
+    if only_problems:
+        folded = folded_vantages(board, incidents, now)
+        gone = {f.name for f in folded}
+        board = Board(
+            board.time,
+            board.services,
+            [v for v in board.vantages if v.name not in gone],
+            board.targets,
+            {k: cs for k, cs in board.cells.items() if k[1] not in gone},
+        )
     services = board.services
     if only_problems:
         services = [
@@ -405,13 +480,14 @@ def render_page(
             )
         ]
     tl = timelines(changes, now - timedelta(hours=hours), now)
-    head = overview(board, changes, now)
+    head = overview(build_board(typed), changes, now)
     real = [r for r in changes if r.previous is not None]  # a first verdict is not a change
     real.sort(key=lambda r: parse_time(r.since) or now, reverse=True)
     updated = board.time or now
     return render(
         "page.html",
-        title=f"({head.problems}) lifeline status" if head.problems else "lifeline status",
+        # the tab counts what the headline counts: the ongoing incidents
+        title=f"({len(incidents)}) lifeline status" if incidents else "lifeline status",
         refresh_s=max(10, int(poll_s * 3)),
         static_v=static_v,
         poll_ms=int(poll_s * 1000),
@@ -426,13 +502,21 @@ def render_page(
             else ""
         ),
         overview=head,
-        now_lines=now_lines(typed, changes, now),
+        headline=headline(incidents, measured=bool(typed.cells)),
+        now_lines=now_lines(typed, incidents, now),
+        folded=folded,
+        all_href=page_href(hours=hours, only_problems=False),
+        problems_href=page_href(hours=hours, only_problems=True),
         heads=[vantage_head(v, now) for v in board.vantages],
         columns=len(board.vantages) + 1,
+        measured=bool(board.services),
         services=[service_rows(board, s, now) for s in services],
         changes=[change_view(r, now) for r in real[:RECENT_CHANGES]],
         window=_window_lines(window),
-        links=[(h, label, h == hours) for h, label in _WINDOW_LINKS],
+        links=[
+            (page_href(hours=h, only_problems=only_problems), label, h == hours)
+            for h, label in _WINDOW_LINKS
+        ],
         axis=axis(tl.start, tl.end, now),
         timelines=[service_timeline(s, board.vantages, tl) for s in services],
         legend=legend(),

@@ -3,7 +3,8 @@
 // The server renders the whole page; this script only keeps it current. It
 // polls /api/v1/status and patches the cells whose verdict changed (never the
 // whole table), keeps relative and local times ticking, redraws the timeline
-// of a service that changed, and lets arrow keys move between cells. Every
+// of a service that changed, says when the matrix is wider than the screen,
+// keeps the tab's count of incidents, and lets arrow keys move between cells. Every
 // value is set with textContent or as a URL parameter: nothing from the
 // network is ever parsed as HTML.
 (function () {
@@ -182,9 +183,20 @@
     return { w: w, n: n, total: list.length, count: n < list.length ? n + "/" + list.length : "" };
   }
 
+  // ?only=problems: vantages said once above the matrix (down), services hidden while ok
+  var folded = new Set();
+  document.querySelectorAll("p.folded[data-v]").forEach(function (p) { folded.add(p.getAttribute("data-v")); });
+  var onlyProblems = body.classList.contains("only-problems");
+
   function applyStatus(doc) {
     var now = new Date();
-    var results = Array.isArray(doc.results) ? doc.results : [];
+    var all = Array.isArray(doc.results) ? doc.results : [];
+    var back = new Set();  // a folded vantage with a verdict other than vantage_down: not down now
+    var results = all.filter(function (r) {
+      if (!folded.has(r.vantage)) return true;
+      if (r.verdict !== "vantage_down") back.add(r.vantage);
+      return false;
+    });
     var changed = [];
     var unknown = 0;
     results.forEach(function (r) {
@@ -195,7 +207,11 @@
     });
     groupResults(results).forEach(function (list, k) {
       var td = cells.get(k);
-      if (!td) { unknown += 1; return; }
+      if (!td) {
+        // a service hidden by ?only=problems is news only once it has a problem
+        if (!onlyProblems || list.some(function (r) { return r.verdict !== "ok"; })) unknown += 1;
+        return;
+      }
       var s = summaryState(list);
       var st = stateOf(td);
       if (st[0] === s.w.verdict && st[1] === (s.w.since || "") && st[2] === s.count) return;
@@ -203,7 +219,7 @@
       fill(td, s.w, s.n, s.total, false, now);
       if (before !== s.w.verdict) changed.push({ r: s.w, before: before });
     });
-    updateCounts(results);
+    updateCounts(all);
     var updated = parse(doc.time) || now;
     var up = document.getElementById("updated");
     up.setAttribute("datetime", iso(updated));
@@ -219,6 +235,11 @@
       seen.forEach(function (s) { refreshTimeline(s); });
     }
     if (unknown) say("New services or vantages appeared: reload the page to see them.");
+    if (back.size) {
+      var staleNow = document.getElementById("now-stale");
+      if (staleNow) staleNow.hidden = false;
+      say(Array.from(back).join(", ") + " no longer down everywhere: reload the page for its column.");
+    }
   }
 
   function updateCounts(results) {
@@ -226,8 +247,22 @@
     var np = document.getElementById("n-problems"), nt = document.getElementById("n-total");
     if (np && np.textContent !== String(problems)) np.textContent = String(problems);
     if (nt && nt.textContent !== String(results.length)) nt.textContent = String(results.length);
-    var title = (problems ? "(" + problems + ") " : "") + "lifeline status";
+    var n = ongoingIncidents(results);
+    var title = (n ? "(" + n + ") " : "") + "lifeline status";
     if (document.title !== title) document.title = title;
+  }
+
+  // How many incidents are going on, as exporter/incidents.py groups them: a down vantage is
+  // one, an outage one per service, anything else one per (service, vantage, verdict).
+  function ongoingIncidents(results) {
+    var groups = new Set();
+    results.forEach(function (r) {
+      if (r.verdict === "ok") return;
+      if (r.verdict === "vantage_down") groups.add(key("vantage_down", r.vantage));
+      else if (r.verdict === "service_down") groups.add(key("service_down", r.service));
+      else groups.add(key(r.verdict, r.service, r.vantage));
+    });
+    return groups.size;
   }
 
   function addChange(r, before, now) {
@@ -251,24 +286,34 @@
   var SVGNS = "http://www.w3.org/2000/svg";
   var hours = body.getAttribute("data-hours") || "24";
 
+  // As render.py's band_row: a band that is not ok is at least MIN_PROBLEM_W wide (a fresh
+  // incident shows), drawn over the ok bands, and said in words beside the row.
+  var MIN_PROBLEM_W = 15;
+  function hhmm(d) { return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()); }
   function drawBands(svg, bands, start, end) {
     var span = (end - start) || 1;
-    var rects = [];
+    var okRects = [], badRects = [], words = [];
     bands.forEach(function (b) {
       var s = parse(b.start), e = parse(b.end);
       if (!s || !e) return;
+      var problem = b.verdict !== "ok";
+      var w = Math.max((e - s) / span * 1000, problem ? MIN_PROBLEM_W : 0.5);
+      var x = Math.max(0, Math.min((s - start) / span * 1000, 1000 - w));
       var r = document.createElementNS(SVGNS, "rect");
       r.setAttribute("class", css(b.verdict));
-      r.setAttribute("x", ((s - start) / span * 1000).toFixed(2));
+      r.setAttribute("x", x.toFixed(2));
       r.setAttribute("y", "0");
-      r.setAttribute("width", Math.max((e - s) / span * 1000, 0.5).toFixed(2));
+      r.setAttribute("width", w.toFixed(2));
       r.setAttribute("height", "10");
       var t = document.createElementNS(SVGNS, "title");
       t.textContent = look(b.verdict).label + " " + b.start + " – " + b.end;
       r.append(t);
-      rects.push(r);
+      (problem ? badRects : okRects).push(r);
+      if (problem) words.push(look(b.verdict).label + " from " + hhmm(s));
     });
-    svg.replaceChildren.apply(svg, rects);
+    svg.replaceChildren.apply(svg, okRects.concat(badRects));
+    var what = svg.parentElement && svg.parentElement.querySelector(".tl-what");
+    if (what) what.textContent = words.join("; ");
   }
 
   function applyTimeline(doc) {
@@ -355,6 +400,22 @@
       })
       .catch(function () { say("Could not fetch the summary."); });
   });
+
+  // --- a matrix wider than the screen says so (the line above it, a shadow at the cut edge)
+  var box = document.getElementById("matrix-box");
+  var wrapEl = box && box.querySelector(".matrix-wrap");
+  function cue() {
+    if (!wrapEl) return;
+    var over = wrapEl.scrollWidth > wrapEl.clientWidth + 1;
+    box.classList.toggle("overflows", over);
+    box.classList.toggle("fits", !over);
+    box.classList.toggle("more-right", over && wrapEl.scrollLeft + wrapEl.clientWidth < wrapEl.scrollWidth - 1);
+  }
+  if (wrapEl) {
+    wrapEl.addEventListener("scroll", cue, { passive: true });
+    window.addEventListener("resize", cue);
+    cue();
+  }
 
   // --- expand a service's targets -----------------------------------------------------
   document.querySelectorAll("#matrix a.expand").forEach(function (a) {
