@@ -55,6 +55,19 @@ def keys(doc: dict[str, Any]) -> list[Key]:
     return [(i["verdict"], i["service"], i["vantage"]) for i in doc["incidents"]]
 
 
+def _whole(doc: dict[str, Any], lab: LabThread) -> bool:
+    """Every incident holds all it will: the down vantage each of its services, each outage
+    every vantage (the keys alone appear with the first target judged)."""
+    shut = {r["service"] for r in lab.expected if r["vantage"] == "shutdown"} - {"canaries"}
+    vantages = {r["vantage"] for r in lab.expected} - {"shutdown"}
+    for i in doc.get("incidents", []):
+        if i["verdict"] == "vantage_down" and set(i["services"]) != shut:
+            return False
+        if i["verdict"] == "service_down" and not vantages <= set(i["vantages"]):
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def settled(served: Served, lab: LabThread) -> dict[str, Any]:
     """The ongoing incidents once the store has every lab verdict."""
@@ -64,7 +77,7 @@ def settled(served: Served, lab: LabThread) -> dict[str, Any]:
     def check() -> bool:
         nonlocal last
         last = api(served, ongoing="1")[1]
-        return set(keys(last)) == want
+        return set(keys(last)) == want and _whole(last, lab)
 
     try:
         wait_for("the lab's incidents", check)
