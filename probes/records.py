@@ -234,6 +234,22 @@ class Measurement:
         )
 
 
+#: How much of the control's body head a record's copy of the control keeps (characters).
+#: The control vantage's own record keeps its whole head; the copy in every other record
+#: is read for the comparison (status, title, length, headers), never for fingerprints,
+#: so repeating 64 KiB of it in each would only grow the store.
+CONTROL_BODY_HEAD_CHARS = 2048
+
+
+def _control_dict(control: Measurement) -> dict[str, Any]:
+    out = control.to_dict()
+    http = out["stages"].get("http")
+    head = http.get("body_head") if isinstance(http, dict) else None
+    if isinstance(head, str) and len(head) > CONTROL_BODY_HEAD_CHARS:
+        http["body_head"] = head[:CONTROL_BODY_HEAD_CHARS]
+    return out
+
+
 def _network(data: Any) -> dict[str, Any]:
     """The keyword arguments of a record's ``network`` object (none when absent)."""
     if not isinstance(data, dict):
@@ -321,7 +337,7 @@ class Result:
         network = m.network()
         if network is not None:
             out["network"] = network
-        out["control"] = self.control.to_dict() if self.control is not None else None
+        out["control"] = _control_dict(self.control) if self.control is not None else None
         if self.ooni is not None:
             out["ooni"] = dict(self.ooni)
         if self.judged_with is not None:

@@ -108,3 +108,29 @@ async def test_headers_are_capped_in_total_and_marked(net: tuple[VantageNet, int
     assert sum(len(k) + len(v) for k, v in h.headers.items()) <= MAX_HEADERS_TOTAL
     assert all(len(v) <= MAX_HEADER_VALUE for v in h.headers.values())
     assert h.headers["x-pad-00"] == "a" * 7000 and "x-pad-11" not in h.headers
+
+
+def test_a_records_copy_of_the_control_keeps_a_short_head() -> None:
+    """The control's whole head is in the control vantage's own record; the copy of the
+    control in every other record keeps 2 KiB of it (what the comparison reads)."""
+    from probes.records import CONTROL_BODY_HEAD_CHARS, HTTPStage, Measurement, Result, Verdict
+
+    page = "<title>Home</title>" + "x" * 70_000
+
+    def fetched(vantage: str) -> Measurement:
+        m = Measurement(target="https://s.test/", vantage=vantage, time="2026-01-01T00:00:00Z")
+        m.http = HTTPStage(
+            ok=True, failure=None, duration_s=0.1, url="https://s.test/", status=200,
+            title="Home", body_length=len(page), body_head=page,
+        )  # fmt: skip
+        return m
+
+    control = fetched("control")
+    own = Result(control, Verdict.OK, "fine").to_dict()
+    assert own["stages"]["http"]["body_head"] == page  # kept whole in its own record
+    record = Result(fetched("ir"), Verdict.OK, "fine", control=control).to_dict()
+    assert record["stages"]["http"]["body_head"] == page
+    copy = record["control"]["stages"]["http"]
+    assert copy["body_head"] == page[:CONTROL_BODY_HEAD_CHARS]
+    assert (copy["title"], copy["body_length"]) == ("Home", len(page))
+    assert control.record(HTTPStage).body_head == page  # type: ignore[union-attr]
