@@ -20,7 +20,7 @@ from typing import Any
 
 from probes.fingerprints import FingerprintSet
 from probes.judge import fingerprint_digest
-from probes.model import Fingerprints
+from probes.model import FingerprintRow, Fingerprints
 
 __all__ = ["SCHEMA", "file_for", "read_fingerprints", "write_fingerprints"]
 
@@ -89,17 +89,9 @@ def _extra_of(data: dict[str, Any]) -> Fingerprints:
             continue
         value = data[f.name]
         if isinstance(value, list):
-            row_type = _row_type(f.name)
             value = tuple(
-                row_type(**v) if row_type is not None and isinstance(v, dict) else v
+                FingerprintRow(**v) if f.name == "rows" and isinstance(v, dict) else v
                 for v in value
             )
         kwargs[f.name] = value
     return Fingerprints(**kwargs)
-
-
-def _row_type(name: str) -> Any:
-    """The record type of a field holding rows (fingerprint-file rows), if any."""
-    import probes.model as model
-
-    return getattr(model, "FingerprintRow", None) if name == "rows" else None

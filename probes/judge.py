@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from probes import __version__
 from probes.classify import classify
@@ -38,19 +39,14 @@ def fingerprint_digest(fingerprints: FingerprintSet) -> str:
     if known is not None and known[0] is fingerprints:
         return known[1]
 
-    def signatures(sigs: Sequence[object]) -> list[list[object]]:
-        return sorted(
-            [str(getattr(x, "where", "")), str(getattr(x, "name", "")),
-             getattr(getattr(x, "regex", None), "pattern", ""),
-             int(getattr(getattr(x, "regex", None), "flags", 0))]
-            for x in sigs
-        )  # fmt: skip
+    def signatures(sigs: Sequence[Any]) -> list[list[object]]:
+        return sorted([x.where, x.name, x.regex.pattern, int(x.regex.flags)] for x in sigs)
 
     canonical = {
         "dns": sorted(fingerprints.dns.items()),
         "block_pages": signatures(fingerprints.block_pages),
         "false_positives": signatures(fingerprints.false_positives),
-        "hosts": sorted(dict(getattr(fingerprints, "hosts", {})).items()),
+        "hosts": sorted(fingerprints.hosts.items()),
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()

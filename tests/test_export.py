@@ -709,3 +709,23 @@ def test_a_measurement_carries_its_vantages_network() -> None:
     assert (again.country, again.asn, again.network_name) == ("IR", 12880, "Iran Telecom PJS")
     bare = blank_measurement(Target.parse("https://news.example/"), Vantage("x", v.resolver), "")
     assert "network" not in Result(bare, Verdict.OK, "fine").to_dict()  # old shape kept
+
+
+def test_the_configs_fingerprints_beside_the_log_give_the_same_set_again(tmp_path: Path) -> None:
+    """Rows of fingerprint files too: the set read back by digest is the set written."""
+    from exporter.judgefile import read_fingerprints, write_fingerprints
+    from probes.judge import fingerprint_digest
+    from probes.model import FingerprintRow, Fingerprints
+
+    row = FingerprintRow(
+        name="id_trustpositif", location_found="body", pattern_type="contains",
+        pattern="SITUS DIBLOKIR", scope="nat", origin="block.csv:2",
+    )  # fmt: skip
+    extra = Fingerprints(dns_addresses=("127.0.0.9",), rows=(row,), files=("/etc/block.csv",))
+    digest = fingerprint_digest(FingerprintSet.build(extra))
+    written = write_fingerprints(tmp_path, extra)
+    assert written is not None and written.is_file()
+    again = read_fingerprints(tmp_path, digest)
+    assert again is not None and fingerprint_digest(again) == digest
+    assert write_fingerprints(tmp_path, Fingerprints()) is None  # the built-in set: no file
+    assert read_fingerprints(tmp_path / "elsewhere", digest) is None
