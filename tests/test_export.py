@@ -545,10 +545,15 @@ def test_incidents_table_fits_120_columns_with_times_to_the_second(
     assert all(len(line) <= 120 for line in lines), max(lines, key=len)
     head, ongoing, ended, _, total = lines
     assert head.split()[:6] == ["SINCE", "UNTIL", "DURATION", "VANTAGE", "SERVICE", "METHOD"]
-    assert ongoing.startswith("2026-01-01T00:01:40Z  ongoing") and "tls_blocked" in ongoing
+    # still going on when last measured, on 2026-01-01: long ago, so it says when it was seen
+    assert ongoing.split()[:4] == ["2026-01-01T00:01:40Z", "seen", "2026-01-01", "0s"]
+    assert "tls_blocked" in ongoing
+    assert (
+        total
+        == "2 incidents, 1 ongoing (1 not measured for over 2 days: UNTIL says when last seen)"
+    )
     assert ended.startswith("2026-01-01T00:00:00Z  2026-01-01T00:01:01Z  1m")
     assert "…" in ended and "dns_blocked" in ended  # the long service name cut, the method kept
-    assert total == "2 incidents, 1 ongoing"
 
 
 def test_incidents_filters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -729,3 +734,23 @@ def test_the_configs_fingerprints_beside_the_log_give_the_same_set_again(tmp_pat
     assert again is not None and fingerprint_digest(again) == digest
     assert write_fingerprints(tmp_path, Fingerprints()) is None  # the built-in set: no file
     assert read_fingerprints(tmp_path / "elsewhere", digest) is None
+
+
+def test_an_incident_measured_lately_is_ongoing_and_one_seen_long_ago_says_when(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    now = time.time()
+    with Store(tmp_path) as store:
+        store.add([result(Verdict.TLS_BLOCKED, now - 7200, vantage="kz")])
+        store.add([result(Verdict.TLS_BLOCKED, now - 60, vantage="kz")])
+        store.add([result(Verdict.DNS_BLOCKED, now - 9 * 86400, vantage="ir")])  # then nothing
+    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path))
+    assert code == 0
+    rows = {("kz" if " kz " in line else "ir"): line for line in out.splitlines()[1:3]}
+    assert rows["kz"].split()[1:3] == ["ongoing", "2h"]
+    seen = time.strftime("%Y-%m-%d", time.gmtime(now - 9 * 86400))
+    assert rows["ir"].split()[1:4] == ["seen", seen, "0s"]
+    code, out, _ = _run(capsys, "incidents", "--data-dir", str(tmp_path), "--format", "json")
+    assert all(i["ongoing"] for i in json.loads(out)["incidents"])  # the JSON says what it is

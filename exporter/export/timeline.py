@@ -29,7 +29,7 @@ from exporter.incidents import (
 from exporter.incidents import Incident as Grouped
 from exporter.store import StoreError, VerdictChange
 from probes.records import Verdict
-from probes.timefmt import parse_rfc3339
+from probes.timefmt import parse_rfc3339, rfc3339
 
 __all__ = [
     "INCIDENTS_SCHEMA",
@@ -175,15 +175,38 @@ _COLUMNS = (
 )
 
 
+#: An ongoing incident not measured for this long is shown as last seen, not "ongoing":
+#: nothing says it still goes on (a stopped daemon's store, imported OONI data).
+STALE_S = 2 * 86400
+
+
+def _stale(i: Grouped, now: float) -> bool:
+    return i.ongoing and i.last_measured is not None and now - i.last_measured > STALE_S
+
+
+def _until(i: Grouped, now: float) -> str:
+    if i.until is not None:
+        return i.until
+    if _stale(i, now) and i.last_measured is not None:
+        return "seen " + rfc3339(i.last_measured, timespec="seconds")[:10]
+    return "ongoing"
+
+
 def incident_table(items: Sequence[Grouped], *, now: float, width: int = TABLE_WIDTH) -> str:
-    """The incidents as a table no wider than ``width``: long cells end in an ellipsis."""
+    """The incidents as a table no wider than ``width``: long cells end in an ellipsis.
+
+    An ongoing incident whose targets were last measured over :data:`STALE_S` ago says
+    when it was last seen (``seen YYYY-MM-DD``), its duration up to then.
+    """
     if not items:
         return "no incidents: every recorded period is ok\n"
     rows = [
         (
             i.since,
-            "ongoing" if i.until is None else i.until,
-            format_duration(i.duration_s(now)),
+            _until(i, now),
+            format_duration(
+                i.duration_s(i.last_measured if _stale(i, now) and i.last_measured else now)
+            ),
             _where(i),
             _what(i),
             i.verdict,
@@ -202,7 +225,12 @@ def incident_table(items: Sequence[Grouped], *, now: float, width: int = TABLE_W
         cells = [_cut(v, w).ljust(w) for v, w in zip(r, widths, strict=True)]
         lines.append(_cut("  ".join(cells).rstrip(), width))
     ongoing = sum(1 for i in items if i.ongoing)
-    lines += ["", f"{len(items)} incidents, {ongoing} ongoing"]
+    stale = sum(1 for i in items if _stale(i, now))
+    total = f"{len(items)} incidents, {ongoing} ongoing"
+    if stale:
+        days = STALE_S // 86400
+        total += f" ({stale} not measured for over {days} days: UNTIL says when last seen)"
+    lines += ["", total]
     return "\n".join(lines) + "\n"
 
 
