@@ -60,6 +60,12 @@ _DNS_INJECTED: tuple[tuple[str, str], ...] = (
 _BODY, _TITLE, _SERVER, _LOCATION, _HEADER = "body", "title", "server", "location", "header"
 #: a fingerprint file's ``full`` / ``prefix`` body row: matched at the start of the body
 _BODY_START = "body_start"
+#: the page's own start: its title and its first PAGE_HEAD_CHARS characters. For a
+#: signature that is a mere mention of a filter's domain: a block page names it at once
+#: (an injected page is small), while a long ordinary page may quote or link it (an
+#: article on filtering), which the whole body would make a false block page.
+_PAGE_HEAD = "page_head"
+PAGE_HEAD_CHARS = 8192
 
 #: (where, name, regex) of block pages and censor announcements. Case-insensitive.
 _BLOCK_SIGNATURES: tuple[tuple[str, str, str], ...] = (
@@ -76,8 +82,8 @@ _BLOCK_SIGNATURES: tuple[tuple[str, str, str], ...] = (
         "Iran national filter block page",
         r"""(?:src|href)\s*=\s*["']?https?://\[d0(?::0){6}:11(?::80)?\]""",
     ),
-    (_BODY, "Iran national filter block page", r"\bpeyvandha\.ir\b"),
-    (_BODY, "Iran national filter block page", r"\binternet\.ir\b"),
+    (_PAGE_HEAD, "Iran national filter block page", r"\bpeyvandha\.ir\b"),
+    (_PAGE_HEAD, "Iran national filter block page", r"\binternet\.ir\b"),
     (
         _LOCATION,
         "redirect to Iran's national block page",
@@ -105,7 +111,7 @@ _BLOCK_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     # National block pages (Censored Planet nat_kr_comm, nat_sa_national_2,
     # nat_id_kominfo, nat_pak_isp_common_blockpage, nat_bh_national,
     # isp_ru_generalbp10 links the RKN registry).
-    (_BODY, "South Korea national block page", r"\bwarning\.or\.kr\b"),
+    (_PAGE_HEAD, "South Korea national block page", r"\bwarning\.or\.kr\b"),
     (_BODY, "Saudi Arabia national block page", r"\binternet\.gov\.sa\b"),
     (_BODY, "Indonesia TrustPositif block page", r"\btrustpositif\.kominfo\.go\.id\b"),
     (_BODY, "Pakistan block page", r"prohibited for viewership from within Pakistan"),

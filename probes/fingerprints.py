@@ -44,8 +44,10 @@ from probes.fingerprint_facts import (
     _FALSE_POSITIVES,
     _HEADER,
     _LOCATION,
+    _PAGE_HEAD,
     _SERVER,
     _TITLE,
+    PAGE_HEAD_CHARS,
 )
 from probes.model import FingerprintRow, Fingerprints
 
@@ -541,6 +543,9 @@ def _texts(http: HTTPStage, where: str) -> list[str]:
         return [t for t in (http.title, *(h.title for h in hops)) if t]
     if where == _BODY_START:
         return [http.body_head] if http.body_head else []
+    if where == _PAGE_HEAD:
+        head = (http.body_head or "")[:PAGE_HEAD_CHARS]
+        return [t for t in (http.title, head, *(h.title for h in hops)) if t]
     if where == _SERVER:
         where = f"{_HEADER}:server"
     if where == _LOCATION:

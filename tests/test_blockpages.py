@@ -362,16 +362,16 @@ def test_the_prefilter_never_changes_a_match(parts: list[str]) -> None:
 
 
 def test_a_chunk_edge_is_not_the_start_or_end_of_the_text() -> None:
-    """``\\bpeyvandha\\.ir\\b``: "xpeyvandha.ir" and "peyvandha.iran" are not it, wherever
-    the chunks are cut."""
+    """``\\btrustpositif\\.kominfo\\.go\\.id\\b``: "xtrustpositif.kominfo.go.id" and
+    "trustpositif.kominfo.go.idx" are not it, wherever the chunks are cut."""
     scan = BodyScan(FingerprintSet.build())
-    word = "peyvandha.ir "
+    word = "trustpositif.kominfo.go.id "
     scan.feed("a" * 20_000 + "x" + word + "b" * (scan.overlap - len(word)))  # the tail starts it
-    scan.feed("c" * 20_000 + " peyvandha.ir")  # ends a block ...
-    scan.feed("an" + " " * 20_000)  # ... and goes on: peyvandha.iran
+    scan.feed("c" * 20_000 + " trustpositif.kominfo.go.id")  # ends a block ...
+    scan.feed("x" + " " * 20_000)  # ... and goes on: trustpositif.kominfo.go.idx
     scan.finish()
     assert scan.blocks == []
     end = BodyScan(FingerprintSet.build())
-    end.feed(" " * 20_000 + " peyvandha.ir")  # the body's very end is its end
+    end.feed(" " * 20_000 + " trustpositif.kominfo.go.id")  # the body's very end is its end
     end.finish()
-    assert end.blocks == ["Iran national filter block page"]
+    assert end.blocks == ["Indonesia TrustPositif block page"]

@@ -116,6 +116,20 @@ def test_iran_block_page_markers(builtin: FingerprintSet, marker: str) -> None:
     assert builtin.match_http(response(body=body)) == "Iran national filter block page"
 
 
+@pytest.mark.parametrize("marker", ["peyvandha.ir", "www.internet.ir", "warning.or.kr"])
+def test_a_long_page_that_mentions_a_filters_domain_is_no_block_page(
+    builtin: FingerprintSet, marker: str
+) -> None:
+    """A block page names its filter's domain at once; a long ordinary page (an article on
+    filtering) may quote it further down, and that is no block page."""
+    article = "<html><head><title>News</title></head><body>" + "<p>text</p>" * 1000
+    quoting = article + f"<p>the filter's portal, {marker}, says</p></body></html>"
+    assert len(quoting) > 10_000
+    assert builtin.match_http(response(title="News", body=quoting)) is None
+    short = f"<html><body><p>{marker}</p></body></html>"
+    assert builtin.match_http(response(title="News", body=short)) is not None
+
+
 def test_marker_inside_a_longer_name_does_not_match(builtin: FingerprintSet) -> None:
     assert builtin.match_http(response(body="visit myinternet.iran-news.example")) is None
 
