@@ -9,7 +9,7 @@ from exporter.export.formats import ExportOptions, RowWriter
 from probes.records import DNSStage, HTTPStage, Measurement, Result, TCPStage, TLSStage
 from probes.stages import STAGES
 
-__all__ = ["CSV_COLUMNS", "csv_row", "open_writer"]
+__all__ = ["CSV_COLUMNS", "csv_row", "first_failure", "open_writer"]
 
 CSV_COLUMNS: tuple[str, ...] = (
     "time", "service", "target", "vantage", "verdict", "reason", "duration_s", "error",
@@ -65,7 +65,7 @@ def csv_row(result: Result) -> list[str]:
         *((tls.ok, tls.failure, tls.version, tls.duration_s) if tls is not None else (None,) * 4),
         *((http.ok, http.failure, http.status, http.title, http.body_length, http.final_url,
            http.throughput_bps, http.duration_s) if http is not None else (None,) * 8),
-        _first_failure(control) if control is not None else None,
+        first_failure(control) if control is not None else None,
         (" ".join(c_dns.addresses) if c_dns is not None else "") if control is not None else None,
         c_http.status if c_http is not None else None,
         c_http.body_length if c_http is not None else None,
@@ -74,8 +74,9 @@ def csv_row(result: Result) -> list[str]:
     return [_cell(v) for v in values]
 
 
-def _first_failure(measurement: Measurement) -> str:
-    """'stage: failure' of the measurement's first failed stage, or 'none'."""
+def first_failure(measurement: Measurement) -> str:
+    """'stage: failure' of the measurement's first failed stage, or 'none' (also the
+    Parquet export's ``control_first_failure``)."""
     if measurement.error:
         return f"error: {measurement.error}"
     for name in STAGES.names:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from exporter.export.csvfmt import first_failure
 from exporter.export.formats import ExportOptions
-from probes.records import DNSStage, HTTPStage, Measurement, Result, TCPStage, TLSStage
+from probes.records import DNSStage, HTTPStage, Result, TCPStage, TLSStage
 from probes.timefmt import parse_rfc3339
 
 __all__ = ["COLUMNS", "ROW_GROUP", "ParquetUnavailable", "open_writer"]
@@ -56,18 +57,8 @@ def _redirects(result: Result) -> int | None:
     return len(http.redirects) if http is not None else None
 
 
-def _first_failure(result: Result) -> str | None:
-    control = result.control
-    if control is None:
-        return None
-    return _failure_of(control)
-
-
-def _failure_of(m: Measurement) -> str:
-    if m.error:
-        return f"error: {m.error}"
-    first = m.first_failure()
-    return "none" if first is None else f"{first[0]}: {first[1]}"
+def _control_failure(result: Result) -> str | None:
+    return first_failure(result.control) if result.control is not None else None
 
 
 def _m(attr: str) -> Callable[[Result], Any]:
@@ -114,7 +105,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("http_redirects", "int32", _redirects),
     Column("http_throughput_bps", "float64", _stage(HTTPStage, "throughput_bps")),
     Column("http_duration_s", "float64", _stage(HTTPStage, "duration_s")),
-    Column("control_first_failure", "string", _first_failure),
+    Column("control_first_failure", "string", _control_failure),
     Column("control_dns_addresses", "strings", _stage(DNSStage, "addresses", of_control=True)),
     Column("control_http_status", "int32", _stage(HTTPStage, "status", of_control=True)),
     Column("control_http_body_length", "int64", _stage(HTTPStage, "body_length", of_control=True)),
