@@ -25,7 +25,9 @@ with recorded answers (and handed to the engine so that it never dials them).
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +123,9 @@ class FingerprintSet:
     #: one pattern matching (in folded text) wherever any body signature's hint
     #: occurs: a text it finds nothing in needs no hinted body signature searched
     prefilter: re.Pattern[str] | None = field(default=None, compare=False)
+    #: "sha256:<hex>" of everything the set matches, built-in and configured alike: two
+    #: sets with the same digest judge every record the same way (records' judged_with)
+    digest: str = field(default="", compare=False)
 
     @classmethod
     def build(cls, extra: Fingerprints = Fingerprints()) -> FingerprintSet:  # noqa: B008 (frozen)
@@ -252,7 +257,27 @@ def _build(extra: Fingerprints) -> FingerprintSet:
         extra=extra,
         hosts=MappingProxyType(hosts),
         prefilter=_any_of(hints) if hints else None,
+        digest=_digest(dns, pages, fps, hosts),
     )
+
+
+def _digest(
+    dns: Mapping[str, str],
+    pages: Sequence[_Signature],
+    fps: Sequence[_Signature],
+    hosts: Mapping[str, str],
+) -> str:
+    def signatures(sigs: Sequence[_Signature]) -> list[list[object]]:
+        return sorted([x.where, x.name, x.regex.pattern, int(x.regex.flags)] for x in sigs)
+
+    canonical = {
+        "dns": sorted(dns.items()),
+        "block_pages": signatures(pages),
+        "false_positives": signatures(fps),
+        "hosts": sorted(hosts.items()),
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _any_of(texts: set[str]) -> re.Pattern[str]:

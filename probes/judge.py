@@ -9,11 +9,8 @@ Build it once, with :meth:`JudgingContext.from_config`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from probes import __version__
 from probes.classify import classify
@@ -25,35 +22,9 @@ __all__ = ["JudgingContext", "fingerprint_digest", "judged_with"]
 
 _DEFAULTS = Defaults()
 
-#: digests computed, by set (the sets are few: one per config, built once and kept)
-_DIGESTS: dict[int, tuple[FingerprintSet, str]] = {}
-
-
 def fingerprint_digest(fingerprints: FingerprintSet) -> str:
-    """"sha256:<hex>" of everything the set matches: built-in and configured alike.
-
-    Two sets with the same digest judge every record the same way; a new
-    built-in signature (a new version) or a changed config changes it.
-    """
-    known = _DIGESTS.get(id(fingerprints))
-    if known is not None and known[0] is fingerprints:
-        return known[1]
-
-    def signatures(sigs: Sequence[Any]) -> list[list[object]]:
-        return sorted([x.where, x.name, x.regex.pattern, int(x.regex.flags)] for x in sigs)
-
-    canonical = {
-        "dns": sorted(fingerprints.dns.items()),
-        "block_pages": signatures(fingerprints.block_pages),
-        "false_positives": signatures(fingerprints.false_positives),
-        "hosts": sorted(fingerprints.hosts.items()),
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    if len(_DIGESTS) > 64:
-        _DIGESTS.clear()
-    _DIGESTS[id(fingerprints)] = (fingerprints, digest)
-    return digest
+    """"sha256:<hex>" of everything the set matches (:attr:`FingerprintSet.digest`)."""
+    return fingerprints.digest
 
 
 def judged_with(
