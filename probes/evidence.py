@@ -215,6 +215,9 @@ class HTTPStage:
     # force; None when the body was not scanned (no body, older records)
     body_signatures: list[str] | None = None
     body_false_positives: list[str] | None = None
+    # the digest (FingerprintSet.digest) of the set those names were scanned with: judged
+    # with that same set, the whole-body scan stands for the head (not matched again)
+    body_scanned_with: str | None = None
     title: str | None = None
     redirects: list[HTTPHop] = field(default_factory=list)
     # the last redirect was not followed: its Location is a known block-page host or

@@ -69,11 +69,14 @@ class _Signature:
     #: casefolded texts one of which every match contains (_literal_hints); None: always search
     hints: tuple[str, ...] | None = None
 
-    def matches(self, http: HTTPStage, folded: dict[str, str] | None = None) -> bool:
+    def matches(
+        self, http: HTTPStage, folded: dict[str, str] | None = None, scanned: bool = False
+    ) -> bool:
         """``folded``: casefolded texts already made for this response (shared by the
         signatures of one :meth:`FingerprintSet.match_http` call, so each text is
-        folded once rather than once per hint of every signature)."""
-        texts = _texts(http, self.where)
+        folded once rather than once per hint of every signature). ``scanned``: the
+        whole body was scanned with this signature's set (its head is not looked at)."""
+        texts = _texts(http, self.where, scanned)
         if self.hints is not None:  # substring tests rule ordinary pages out ~10x faster
             if folded is None:
                 folded = {}
@@ -122,7 +125,7 @@ class FingerprintSet:
     hosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: one pattern matching (in folded text) wherever any body signature's hint
     #: occurs: a text it finds nothing in needs no hinted body signature searched
-    prefilter: re.Pattern[str] | None = field(default=None, compare=False)
+    prefilter: AnyOf | None = field(default=None, compare=False)
     #: "sha256:<hex>" of everything the set matches, built-in and configured alike: two
     #: sets with the same digest judge every record the same way (records' judged_with)
     digest: str = field(default="", compare=False)
@@ -180,11 +183,14 @@ class FingerprintSet:
         nginx 403 is never named a block page, whatever else it contains. What
         the HTTP stage found scanning the whole body (``body_signatures``,
         ``body_false_positives``) counts for the signatures of this set with
-        those names; the stored head, title, headers and hops are matched again.
+        those names; the stored head, title, headers and hops are matched again,
+        except the head by body signatures when this very set made the scan
+        (``body_scanned_with``): the head is part of the body it scanned.
         """
         folded: dict[str, str] = {}
-        quiet = self._quiet(http, folded)
-        if self._false_positive(http, folded, quiet) is not None:
+        scanned = bool(self.digest) and http.body_scanned_with == self.digest
+        quiet = self._quiet(http, folded, scanned)
+        if self._false_positive(http, folded, quiet, scanned) is not None:
             return None
         found = set(http.body_signatures or ())
         for sig in self.block_pages:
@@ -192,7 +198,7 @@ class FingerprintSet:
                 return sig.name
             if quiet and sig.where == _BODY and sig.hints is not None:
                 continue
-            if sig.matches(http, folded):
+            if sig.matches(http, folded, scanned):
                 return sig.name
         for target in _redirect_hosts(http):
             name = self.block_host(target)
@@ -203,28 +209,31 @@ class FingerprintSet:
     def false_positive(self, http: HTTPStage) -> str | None:
         """The name of the look-alike (challenge, stock error page) this response is, else None."""
         folded: dict[str, str] = {}
-        return self._false_positive(http, folded, self._quiet(http, folded))
+        scanned = bool(self.digest) and http.body_scanned_with == self.digest
+        return self._false_positive(http, folded, self._quiet(http, folded, scanned), scanned)
 
-    def _false_positive(self, http: HTTPStage, folded: dict[str, str], quiet: bool) -> str | None:
+    def _false_positive(
+        self, http: HTTPStage, folded: dict[str, str], quiet: bool, scanned: bool
+    ) -> str | None:
         found = set(http.body_false_positives or ())
         for sig in self.false_positives:
             if sig.where == _BODY and sig.name in found:
                 return sig.name
             if quiet and sig.where == _BODY and sig.hints is not None:
                 continue
-            if sig.matches(http, folded):
+            if sig.matches(http, folded, scanned):
                 return sig.name
         return None
 
-    def _quiet(self, http: HTTPStage, folded: dict[str, str]) -> bool:
+    def _quiet(self, http: HTTPStage, folded: dict[str, str], scanned: bool) -> bool:
         """No hint of any body signature occurs in the page's texts (one pass each)."""
         if self.prefilter is None:
             return False
-        for text in _texts(http, _BODY):
+        for text in _texts(http, _BODY, scanned):
             f = folded.get(text)
             if f is None:
                 f = folded[text] = _folded(text)
-            if self.prefilter.search(f) is not None:
+            if self.prefilter.found(f):
                 return False
         return True
 
@@ -256,7 +265,7 @@ def _build(extra: Fingerprints) -> FingerprintSet:
         false_positives=tuple(fps),
         extra=extra,
         hosts=MappingProxyType(hosts),
-        prefilter=_any_of(hints) if hints else None,
+        prefilter=AnyOf(hints) if hints else None,
         digest=_digest(dns, pages, fps, hosts),
     )
 
@@ -280,7 +289,31 @@ def _digest(
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _any_of(texts: set[str]) -> re.Pattern[str]:
+#: Up to this many hints, each is looked for with ``in`` (a C substring search, about
+#: 0.3 µs per KiB of text each); above it, one pass of their trie as a regular
+#: expression (about 34 µs per KiB, whatever their number) is cheaper.
+#: (``python -m benchmarks.hotspots`` measures both.)
+MAX_PLAIN_HINTS = 96
+
+
+class AnyOf:
+    """Whether one of a set of folded texts occurs in a text: the body signatures'
+    prefilter, so that an ordinary page is ruled out in one cheap pass."""
+
+    __slots__ = ("_plain", "_trie")
+
+    def __init__(self, texts: set[str]) -> None:
+        self._plain = tuple(sorted(texts)) if len(texts) <= MAX_PLAIN_HINTS else None
+        self._trie = None if self._plain is not None else _trie(texts)
+
+    def found(self, text: str) -> bool:
+        if self._plain is not None:
+            return any(t in text for t in self._plain)
+        assert self._trie is not None
+        return self._trie.search(text) is not None
+
+
+def _trie(texts: set[str]) -> re.Pattern[str]:
     """A pattern found wherever one of ``texts`` occurs: their trie, so that one pass
     over a text costs about the same for 10 texts as for 1,500 (an alternation of
     1,500 literals would try each at every position). A text that another one
@@ -357,6 +390,7 @@ class BodyScan:
         longest = max((len(sig.regex.pattern) for sig, _ in self._sigs), default=0)
         self.overlap = min(MAX_OVERLAP_CHARS, max(512, 2 * longest))
         self._prefilter = fps.prefilter
+        self.digest = fps.digest  # which set's names ``blocks`` and ``false_positives`` are
         self._tail = ""
         self._pending: list[str] = []
         self._pending_chars = 0
@@ -388,7 +422,7 @@ class BodyScan:
         # been longer than the overlap): "\b" or "^" must not see a false start of text.
         start = 1 if self._tail else 0
         folded = _folded(window)
-        hit = self._prefilter is None or self._prefilter.search(folded) is not None
+        hit = self._prefilter is None or self._prefilter.found(folded)
         left = []
         for sig, is_fp in self._sigs:
             if sig.hints is not None:
@@ -559,11 +593,17 @@ def _skip_group(text: str, i: int) -> int:
     return j
 
 
-def _texts(http: HTTPStage, where: str) -> list[str]:
-    """The parts of a response a signature of kind ``where`` looks at (its hops' too)."""
+def _texts(http: HTTPStage, where: str, scanned: bool = False) -> list[str]:
+    """The parts of a response a signature of kind ``where`` looks at (its hops' too).
+
+    ``scanned``: the whole body (the head is its start) was scanned already with the
+    signature's set, so a body signature looks at the titles alone (a title's entities
+    are decoded: it may read differently from the body's text).
+    """
     hops = http.redirects
     if where == _BODY:
-        return [t for t in (http.title, http.body_head, *(h.title for h in hops)) if t]
+        head = None if scanned else http.body_head
+        return [t for t in (http.title, head, *(h.title for h in hops)) if t]
     if where == _TITLE:
         return [t for t in (http.title, *(h.title for h in hops)) if t]
     if where == _BODY_START:

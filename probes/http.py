@@ -129,6 +129,7 @@ async def http_stage(ctx: StageContext) -> HTTPStage:
         # what a browser was shown, kept even when the connection failed after it
         record.body_signatures = list(scan.blocks)
         record.body_false_positives = list(scan.false_positives)
+        record.body_scanned_with = scan.digest or None
     record.request_sent = record.request_sent or exchange.request_sent
     record.duration_s = time.monotonic() - started
     return record

@@ -375,3 +375,50 @@ def test_a_chunk_edge_is_not_the_start_or_end_of_the_text() -> None:
     end.feed(" " * 20_000 + " trustpositif.kominfo.go.id")  # the body's very end is its end
     end.finish()
     assert end.blocks == ["Indonesia TrustPositif block page"]
+
+
+def test_a_head_is_matched_again_when_judged_with_another_set() -> None:
+    """A record scanned with one set and judged with another (classify -c, a hub judging
+    an agent's record) has its stored head matched: the scan's names are the old set's."""
+    old = FingerprintSet.build()
+    new = FingerprintSet.build(Fingerprints(http_body_patterns=(r"blocked\s+by\s+order",)))
+    http = HTTPStage(
+        ok=True, failure=None, duration_s=0.1, url="http://x.test/", status=200,
+        body_head="<html><p>This site is blocked  by order 12.</p></html>", title="Notice",
+        body_signatures=[], body_false_positives=[], body_scanned_with=old.digest,
+    )  # fmt: skip
+    assert new.match_http(http) == "configured pattern 'blocked\\\\s+by\\\\s+order'"
+    # the same set's scan stands for the head; the title is still looked at
+    scanned = dataclasses.replace(http, body_scanned_with=new.digest, title="blocked by order")
+    assert new.match_http(scanned) == "configured pattern 'blocked\\\\s+by\\\\s+order'"
+
+
+def test_a_live_scan_and_the_judge_agree_on_a_block_page_in_the_head() -> None:
+    fps = FingerprintSet.build()
+    text = '<html><iframe src="http://10.10.34.34?type=Invalid Site"></iframe></html>'
+    scan = fps.body_scan()
+    scan.feed(text)
+    scan.finish()
+    http = HTTPStage(
+        ok=True, failure=None, duration_s=0.1, url="http://x.test/", status=200, body_head=text,
+        body_signatures=scan.blocks, body_false_positives=scan.false_positives,
+        body_scanned_with=scan.digest,
+    )  # fmt: skip
+    assert scan.blocks and fps.match_http(http) == scan.blocks[0]
+
+
+_MANY = FingerprintSet.build(
+    Fingerprints(http_body_patterns=tuple(f"sig{i:03d}-[a-z]+-marker" for i in range(150)))
+)
+_MANY_PIECES = sorted({h for s in _MANY.block_pages for h in s.hints or ()})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.sampled_from(_MANY_PIECES), st.text(max_size=20)), max_size=6))
+def test_the_prefilter_of_a_large_set_never_changes_a_match(parts: list[str]) -> None:
+    """Over MAX_PLAIN_HINTS hints the prefilter is one trie pass, not one search per hint."""
+    text = "".join(p.upper() if i % 2 else p for i, p in enumerate(parts)) + "-abc-marker"
+    http = HTTPStage(ok=True, failure=None, duration_s=0.1, url="http://x.test/", status=200,
+                     body_head=text)  # fmt: skip
+    unfiltered = dataclasses.replace(_MANY, prefilter=None)
+    assert _MANY.match_http(http) == unfiltered.match_http(http)
