@@ -30,14 +30,22 @@ def lifeline_config(
     interval_s: float,
     data_dir: str,
     per_service: int = 100,
+    dns_window: str | None = None,
 ) -> str:
     """A config watching ``names`` from ``vantages`` direct vantages (the first is the control).
 
     The measurement budget is TIMEOUT_S, or the interval when that is shorter
-    (lifeline refuses a timeout longer than the interval).
+    (lifeline refuses a timeout longer than the interval). ``dns_window``
+    (e.g. ``"0"``) is every vantage's; None leaves lifeline's default.
     """
+    window = {} if dns_window is None else {"dns_window": dns_window}
     vs: list[dict[str, Any]] = [
-        {"name": f"v{i}", "resolver": plan.resolver, **({"control": True} if i == 0 else {})}
+        {
+            "name": f"v{i}",
+            "resolver": plan.resolver,
+            **window,
+            **({"control": True} if i == 0 else {}),
+        }
         for i in range(vantages)
     ]
     services = [

@@ -7,11 +7,18 @@ on purpose, so that agreement between exporters covers failures too: some
 do not exist (NXDOMAIN), some resolve to an address where a socket is bound
 but nothing listens (connection refused).
 
-The farm runs in its own process (``python -m benchmarks.farm PLAN.json``) so
-that its CPU is not charged to the exporter under test. The origins answer
-with a raw asyncio protocol rather than aiohttp: the far end should cost as
-little as possible, since both exporters share the machine with it. It
-prints one JSON line (``{"ready": true, ...}``) once everything listens.
+The farm runs in its own process (``python -m benchmarks.farm DIR COUNT
+PER_ADDRESS [ORIGIN [WORKERS]]``) so that its CPU is not charged to the
+exporter under test. The far end should cost as little as possible, since
+both exporters share the machine with it. Its origins are one of:
+
+- ``nginx`` (:mod:`benchmarks.nginx`): the farm writes each address's
+  certificate and an ``nginx.conf`` for the plan, lets go of the origins'
+  sockets and leaves serving them to one nginx process, which the runner
+  starts (:mod:`benchmarks.farend`);
+- ``python``: a raw asyncio protocol in the farm process itself (not aiohttp).
+
+It prints one JSON line (``{"ready": true, ...}``) once its own sockets listen.
 """
 
 from __future__ import annotations
@@ -19,25 +26,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks import nginx
 from probes.lab.ca import LabCA
 from probes.lab.dnsserver import DNSServer
 from probes.lab.origins import page
 from probes.lab.rules import DNSReply
 from probes.lab.safety import lab_address
 
-__all__ = ["Name", "Plan", "make_plan", "run_farm"]
+__all__ = ["ORIGINS", "Name", "Plan", "make_plan", "run_farm"]
 
 ZONE = "bench.lifeline.test"
 RESOLVER_ADDRESS = "127.0.0.53"
 #: Every n-th name is made to fail, alternately NXDOMAIN and refused.
 FAIL_EVERY = 20
 _MAX_REQUEST = 16_384
+#: What can serve the origins (see the module's docstring).
+ORIGINS = ("nginx", "python")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +193,57 @@ def _policy(plan: Plan) -> dict[str, DNSReply]:
     }
 
 
-async def run_farm(plan: Plan, sockets: list[socket.socket], directory: Path) -> None:
-    """Serve until SIGTERM: HTTPS on every listening socket, DNS on the UDP one."""
-    ca = LabCA(directory)
-    ca.write(Path(plan.ca_file))
-    loop = asyncio.get_running_loop()
+def _by_port(plan: Plan) -> dict[int, list[str]]:
+    """The names each listening port serves (the failing names are on no origin)."""
     by_port: dict[int, list[str]] = {}
     for n in plan.names:
         if n.should_succeed:
             by_port.setdefault(n.port, []).append(n.name)
+    return by_port
+
+
+def _nginx_origins(
+    ca: LabCA, plan: Plan, sockets: list[socket.socket], directory: Path, workers: int
+) -> Path:
+    """Certificates and nginx.conf for the origins; their sockets are closed for nginx to bind.
+
+    (The farm bound them to choose free ports; nginx binds the same address and
+    port a moment later. Nothing else binds 127.1.x.y.)
+    """
+    by_port = _by_port(plan)
+    certs = directory / "certs"
+    certs.mkdir(mode=0o700, exist_ok=True)
+    origins: list[nginx.Origin] = []
+    for sock in sockets[:-2]:
+        address, port = sock.getsockname()[:2]
+        names = by_port.get(port)
+        sock.close()
+        if not names:
+            continue
+        cert_pem, key_pem = ca.issue(names)
+        cert, key = certs / f"{address}.pem", certs / f"{address}.key"
+        cert.write_bytes(cert_pem)
+        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(key_pem)
+        origins.append(nginx.Origin(address, port, cert, key))
+    return nginx.write_config(directory / "nginx", origins, page(ZONE), workers=workers)
+
+
+async def run_farm(
+    plan: Plan,
+    sockets: list[socket.socket],
+    directory: Path,
+    origin: str = "python",
+    nginx_workers: int = nginx.WORKERS,
+) -> None:
+    """Serve until SIGTERM: DNS on the UDP socket; HTTPS on the others, or nginx.conf for them."""
+    if origin not in ORIGINS:
+        raise ValueError(f"origin {origin!r}: one of {', '.join(ORIGINS)}")
+    ca = LabCA(directory)
+    ca.write(Path(plan.ca_file))
+    loop = asyncio.get_running_loop()
+    by_port = _by_port(plan)
     response = _response(page(ZONE))
     servers: list[asyncio.Server] = []
     answers = _policy(plan)
@@ -200,22 +253,29 @@ async def run_farm(plan: Plan, sockets: list[socket.socket], directory: Path) ->
     tcp_dns.bind((RESOLVER_ADDRESS, plan.resolver_port))
     udp_dns = sockets[-1]
     resolver = DNSServer(udp_dns, tcp_dns, lambda name: answers.get(name.lower(), nx))
+    ready: dict[str, object] = {"ready": True, "origin": origin}
     try:
-        for sock in sockets[:-2]:
-            names = by_port.get(sock.getsockname()[1])
-            if not names:
-                continue
-            context = ca.server_context(names, sock.getsockname()[0])
-            servers.append(
-                await loop.create_server(
-                    lambda: _Origin(response), sock=sock, ssl=context, backlog=1024
+        if origin == "nginx":
+            conf = _nginx_origins(ca, plan, sockets, directory, nginx_workers)
+            ready["nginx_conf"] = str(conf)
+            ready["origins"] = len(by_port)
+        else:
+            for sock in sockets[:-2]:
+                names = by_port.get(sock.getsockname()[1])
+                if not names:
+                    continue
+                context = ca.server_context(names, sock.getsockname()[0])
+                servers.append(
+                    await loop.create_server(
+                        lambda: _Origin(response), sock=sock, ssl=context, backlog=nginx.BACKLOG
+                    )
                 )
-            )
+            ready["origins"] = len(servers)
         await resolver.start()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        print(json.dumps({"ready": True, "origins": len(servers)}), flush=True)
+        print(json.dumps(ready), flush=True)
         await stop.wait()
     finally:
         for server in servers:
@@ -227,11 +287,20 @@ async def run_farm(plan: Plan, sockets: list[socket.socket], directory: Path) ->
 
 
 def _farm_main(argv: list[str]) -> int:
-    """``python -m benchmarks.farm DIR COUNT PER_ADDRESS``: bind, write DIR/plan.json, serve."""
+    """``python -m benchmarks.farm DIR COUNT PER_ADDRESS [ORIGIN [WORKERS]]``.
+
+    Bind, write DIR/plan.json, serve. ORIGIN is ``python`` (the default) or
+    ``nginx``; WORKERS is nginx's (0: one process).
+    """
     directory, count, per_address = Path(argv[0]), int(argv[1]), int(argv[2])
+    origin = argv[3] if len(argv) > 3 else "python"
+    workers = int(argv[4]) if len(argv) > 4 else nginx.WORKERS
+    if origin not in ORIGINS:
+        print(f"benchmarks.farm: origin {origin!r}: one of {', '.join(ORIGINS)}", file=sys.stderr)
+        return 2
     plan, sockets = make_plan(count, per_address, directory)
     plan.dump(directory / "plan.json")
-    asyncio.run(run_farm(plan, sockets, directory))
+    asyncio.run(run_farm(plan, sockets, directory, origin, workers))
     return 0
 
 

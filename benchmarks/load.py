@@ -5,8 +5,8 @@ fixed time, walking the targets in the same order for every exporter, and
 records each probe's ``probe_success``. What one probe is differs only in
 the requests it takes (see :mod:`benchmarks.configs`):
 
-- ``lifeline`` (and ``lifeline-alt``): ``/probe?target=https://NAME:PORT/``
-  (DNS, TCP, TLS, HTTP);
+- ``lifeline`` (and ``lifeline-window``, ``lifeline-workers``, ``lifeline-alt``):
+  ``/probe?target=https://NAME:PORT/`` (DNS, TCP, TLS, HTTP);
 - ``blackbox``: ``/probe?module=d<i>`` (DNS), then, if it succeeded,
   ``/probe?module=h<i>&target=https://IP:PORT/`` (TCP, TLS, HTTP);
 - ``blackbox-http``: the second request only (no DNS: less work than lifeline's).
@@ -26,8 +26,16 @@ from benchmarks.procs import CpuMem, sample
 
 __all__ = ["KINDS", "RunResult", "run_load"]
 
+#: "lifeline-window" is lifeline with its default DNS listening window (the others: none);
 #: "lifeline-alt" is lifeline from another checkout (``--alt-tree``), probed the same way.
-KINDS = ("lifeline", "lifeline-workers", "lifeline-alt", "blackbox", "blackbox-http")
+KINDS = (
+    "lifeline",
+    "lifeline-window",
+    "lifeline-workers",
+    "lifeline-alt",
+    "blackbox",
+    "blackbox-http",
+)
 
 
 @dataclass(slots=True)
@@ -39,6 +47,7 @@ class RunResult:
     probes: int
     cpu_s: float  # the exporter's CPU over the run
     errors: int  # requests that did not give a probe_success (HTTP error, bad body)
+    far_cpu_s: dict[str, float] = field(default_factory=dict)  # the far end's, by part
     outcomes: dict[int, set[int]] = field(
         default_factory=dict
     )  # name index -> probe_success values
@@ -98,11 +107,18 @@ async def run_load(
     concurrency: int,
     seconds: float,
     vantage: str = "v0",
+    far_pids: dict[str, int] | None = None,
 ) -> RunResult:
-    """Keep ``concurrency`` probes of ``kind`` in flight for ``seconds``; count and time them."""
+    """Keep ``concurrency`` probes of ``kind`` in flight for ``seconds``; count and time them.
+
+    ``far_pids`` (the far end's processes by part) have their CPU over the run
+    recorded too.
+    """
+    far = far_pids or {}
     probes = _Probes(base, names, resolver, vantage)
     one = {
         "lifeline": probes.lifeline,
+        "lifeline-window": probes.lifeline,
         "lifeline-workers": probes.lifeline,
         "lifeline-alt": probes.lifeline,
         "blackbox": probes.blackbox,
@@ -114,6 +130,7 @@ async def run_load(
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         before: CpuMem = sample(pid)
+        far_before = {part: sample(p).cpu_s for part, p in far.items()}
         started = time.monotonic()
         end = started + seconds
 
@@ -135,4 +152,5 @@ async def run_load(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.monotonic() - started
         result.cpu_s = sample(pid).cpu_s - before.cpu_s
+        result.far_cpu_s = {part: sample(p).cpu_s - far_before[part] for part, p in far.items()}
     return result

@@ -21,8 +21,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.configs import lifeline_config
+from benchmarks.farend import start_far_end
+from benchmarks.farm import ORIGINS
 from benchmarks.load import run_load
-from benchmarks.run import _serve, _start_farm
+from benchmarks.run import CONCURRENCY, PROBE_DNS_WINDOW, _serve
 
 __all__ = ["summarise"]
 
@@ -69,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile")
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--names", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    p.add_argument(
+        "--origin", choices=ORIGINS, help="the farm's origins (default: nginx if installed)"
+    )
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--keep", type=Path, help="copy py-spy's raw collapsed stacks here")
     p.add_argument(
@@ -82,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="lifeline-profile-") as tmp:
         work = Path(tmp)
-        farm, plan = _start_farm(work, args.names, per_address=10)
+        far = start_far_end(work, args.names, 10, args.origin)
+        plan = far.plan
         try:
             names = plan.names[: args.names]
-            config = lifeline_config(plan, names, vantages=1, interval_s=86400, data_dir=str(work))
+            config = lifeline_config(
+                plan,
+                names,
+                vantages=1,
+                interval_s=86400,
+                data_dir=str(work),
+                dns_window=PROBE_DNS_WINDOW,  # as in benchmarks.run's /probe comparison
+            )
             serve, base = _serve(work, "profile", config, workers=args.workers)
             try:
                 raw = work / "profile.txt"
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 serve.close()
         finally:
-            farm.close()
+            far.close()
         print(
             f"{result.rate:.1f} probes/s, {result.cpu_per_probe_ms:.2f} ms CPU/probe"
             " (with py-spy attached)"

@@ -32,16 +32,20 @@ from typing import Any
 if not __package__:  # run as a script (python benchmarks/run.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import nginx
 from benchmarks.configs import blackbox_config, lifeline_config
-from benchmarks.farm import Name, Plan
+from benchmarks.farend import FarEnd, default_origin, start_far_end
+from benchmarks.farm import ORIGINS, Name, Plan
 from benchmarks.load import KINDS, RunResult, run_load
 from benchmarks.procs import Proc, blackbox_path, free_port, python, sample, start
 from benchmarks.sched import SchedResult, watch_schedule
+from probes.defaults import DEFAULT_DNS_WINDOW_S
 
 __all__ = ["main"]
 
 _INSIDE = "LIFELINE_BENCH_NETNS"
-FARM_WAIT_S = 120.0
+#: Probes in flight in the /probe comparison (issue 18's goal: "at 32 in flight").
+CONCURRENCY = 32
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller run (< 3 minutes)")
     p.add_argument("--no-netns", action="store_true", help="do not isolate in a network namespace")
     p.add_argument("--names", type=int, help="targets of the /probe comparison (default 1000)")
-    p.add_argument("--concurrency", type=int, default=16, help="probes in flight (default 16)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"probes in flight (default {CONCURRENCY})",
+    )
     p.add_argument("--seconds", type=float, help="length of one timed /probe run")
     p.add_argument("--rounds", type=int, help="alternating rounds of /probe runs")
     p.add_argument("--sched-targets", type=int, help="targets of the scheduler run")
@@ -59,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-probe", action="store_true", help="no /probe comparison")
     p.add_argument("--skip-sched", action="store_true", help="no scheduler run")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
+    p.add_argument(
+        "--origin",
+        choices=ORIGINS,
+        help="what serves the farm's HTTPS origins (default: nginx when installed, else python)",
+    )
+    p.add_argument(
+        "--nginx-workers",
+        type=int,
+        default=nginx.WORKERS,
+        help=f"nginx worker processes (default {nginx.WORKERS}; 0: one process, no master)",
+    )
     p.add_argument(
         "--workers",
         default="auto",
@@ -79,10 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _defaults(args: argparse.Namespace) -> None:
+def _defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from probes.workers import parse_workers
 
     args.workers = parse_workers(str(args.workers))
+    if args.origin is None:
+        args.origin = default_origin()
+    elif args.origin == "nginx" and nginx.nginx_path() is None:
+        parser.error(
+            f"--origin nginx: nginx is not installed ({nginx.NGINX}; apt-get install nginx)"
+        )
+    if args.nginx_workers < 0:
+        parser.error(f"--nginx-workers {args.nginx_workers}: 0 (one process) or more")
+    if args.concurrency < 1:
+        parser.error(f"--concurrency {args.concurrency}: at least 1")
     quick = args.quick
     for name, full, small in (
         ("names", 1000, 1000),
@@ -143,26 +173,6 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "event_loop": "asyncio",
     }
-
-
-# --- the farm -----------------------------------------------------------------------------
-
-
-def _start_farm(work: Path, count: int, per_address: int) -> tuple[Proc, Plan]:
-    farm_dir = work / "farm"
-    farm_dir.mkdir()
-    proc = start(
-        "farm",
-        [python(), "-m", "benchmarks.farm", str(farm_dir), str(count), str(per_address)],
-        work / "farm.log",
-    )
-    end = time.monotonic() + FARM_WAIT_S
-    while '"ready": true' not in proc.log.read_text(errors="replace"):
-        if not proc.alive() or time.monotonic() > end:
-            proc.close()
-            raise RuntimeError(f"the farm did not start:\n{proc.tail()}")
-        time.sleep(0.2)
-    return proc, Plan.load(farm_dir / "plan.json")
 
 
 # --- /probe side by side ---------------------------------------------------------------
@@ -232,14 +242,29 @@ def _agreement(runs: list[RunResult], names: list[Name], kind: str = "lifeline")
     }
 
 
-def probe_comparison(args: argparse.Namespace, work: Path, plan: Plan) -> dict[str, Any]:
+#: The /probe comparison's lifeline has no DNS listening window: blackbox_exporter does
+#: not listen for late (injected) DNS replies, and each /probe answer would otherwise wait
+#: the window out (0.3 s by default), which caps probes/s at concurrency / 0.3 s however
+#: little CPU a probe takes. ``lifeline-window`` keeps the default, to show that cost.
+PROBE_DNS_WINDOW = "0"
+
+
+def probe_comparison(args: argparse.Namespace, work: Path, far: FarEnd) -> dict[str, Any]:
+    plan = far.plan
     names = plan.names[: args.names]
     exe = blackbox_path()
-    config = lifeline_config(plan, names, vantages=1, interval_s=86400, data_dir=str(work / "p"))
+    data = str(work / "p")
+    config = lifeline_config(
+        plan, names, vantages=1, interval_s=86400, data_dir=data, dns_window=PROBE_DNS_WINDOW
+    )
+    windowed = lifeline_config(plan, names, vantages=1, interval_s=86400, data_dir=data + "w")
     life, life_base = _serve(work, "probe", config)
     procs = [life]
     bases = {"lifeline": (life_base, life)}
     try:
+        win, win_base = _serve(work, "probe-window", windowed)
+        procs.append(win)
+        bases["lifeline-window"] = (win_base, win)
         if args.workers:
             pooled, pooled_base = _serve(work, "probe-workers", config, workers=args.workers)
             procs.append(pooled)
@@ -262,16 +287,17 @@ def probe_comparison(args: argparse.Namespace, work: Path, plan: Plan) -> dict[s
         runs: list[RunResult] = []
         for kind in kinds:  # warm-up: lazy imports, caches, connection pools
             base, proc = bases[kind]
-            asyncio.run(_one(kind, base, proc, names, plan, args, min(3.0, args.seconds)))
+            asyncio.run(_one(kind, base, proc, names, far, args, min(3.0, args.seconds)))
         for r in range(args.rounds):
             order = kinds if r % 2 == 0 else kinds[::-1]
             for kind in order:
                 base, proc = bases[kind]
-                run = asyncio.run(_one(kind, base, proc, names, plan, args, args.seconds))
+                run = asyncio.run(_one(kind, base, proc, names, far, args, args.seconds))
                 runs.append(run)
+                far_ms = 1000 * sum(run.far_cpu_s.values()) / run.probes if run.probes else 0.0
                 print(
-                    f"  {kind:14} {run.rate:8.1f} probes/s  {run.cpu_per_probe_ms:6.2f} ms "
-                    f"CPU/probe  errors {run.errors}",
+                    f"  {kind:16} {run.rate:8.1f} probes/s  {run.cpu_per_probe_ms:6.2f} ms "
+                    f"CPU/probe  far end {far_ms:5.2f} ms/probe  errors {run.errors}",
                     flush=True,
                 )
         peaks = {k: sample(p.pid).peak_rss for k, (_, p) in bases.items()}
@@ -286,7 +312,7 @@ async def _one(
     base: str,
     proc: Proc,
     names: list[Name],
-    plan: Plan,
+    far: FarEnd,
     args: argparse.Namespace,
     seconds: float,
 ) -> RunResult:
@@ -295,9 +321,10 @@ async def _one(
         base,
         proc.pid,
         names,
-        resolver=plan.resolver,
+        resolver=far.plan.resolver,
         concurrency=args.concurrency,
         seconds=seconds,
+        far_pids=far.pids,
     )
 
 
@@ -312,6 +339,8 @@ def _probe_summary(
         probes, secs, cpu = (
             sum(getattr(r, a) for r in mine) for a in ("probes", "seconds", "cpu_s")
         )
+        far_parts = sorted({part for r in mine for part in r.far_cpu_s})
+        far_cpu = {part: sum(r.far_cpu_s.get(part, 0.0) for r in mine) for part in far_parts}
         per_kind[kind] = {
             "probes_per_s": round(probes / secs, 1),
             "probes_per_s_runs": [round(r.rate, 1) for r in mine],
@@ -319,14 +348,24 @@ def _probe_summary(
             "cpu_cores": round(cpu / secs, 2),
             "peak_rss_mb": round(peaks[kind] / 2**20, 1),
             "errors": sum(r.errors for r in mine),
+            # the far end (farm: resolver, Python origins; nginx) during this exporter's runs
+            "far_end_cpu_ms_per_probe": (
+                round(1000 * sum(far_cpu.values()) / probes, 3) if probes else None
+            ),
+            "far_end_cpu_cores": {part: round(c / secs, 3) for part, c in far_cpu.items()},
         }
     out: dict[str, Any] = {
         "names": len(names),
         "concurrency": args.concurrency,
+        "dns_window": {
+            "lifeline": PROBE_DNS_WINDOW,
+            "lifeline-window": f"default ({DEFAULT_DNS_WINDOW_S:g}s)",
+        },
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "exporters": per_kind,
         "agreement": _agreement(runs, names),
+        "agreement_window": _agreement(runs, names, "lifeline-window"),
     }
     if "lifeline-workers" in per_kind:
         out["workers"] = args.workers
@@ -359,6 +398,10 @@ def _probe_summary(
             statistics.median(lf["probes_per_s_runs"]) / statistics.median(bb["probes_per_s_runs"]),
             2,
         )
+        if "lifeline-window" in per_kind:
+            out["ratio_window_over_blackbox"] = round(
+                per_kind["lifeline-window"]["probes_per_s"] / bb["probes_per_s"], 2
+            )
     return out
 
 
@@ -368,11 +411,17 @@ def _probe_summary(
 def scheduler_run(
     args: argparse.Namespace,
     work: Path,
-    plan: Plan,
-    farm_pid: int,
+    far: FarEnd,
     tree: Path | None = None,
     workers: int = 0,
 ) -> dict[str, Any]:
+    """serve's own schedule; its vantages keep lifeline's default DNS window.
+
+    (There the window holds a measurement's place in flight a little longer, and
+    serve sizes its bounds for a whole round of timeouts, far above that: it
+    costs concurrency, not CPU or punctuality.)
+    """
+    plan = far.plan
     names = plan.names[: args.sched_targets]
     config = lifeline_config(
         plan, names, vantages=args.vantages, interval_s=args.interval, data_dir=str(work / "s")
@@ -389,7 +438,7 @@ def scheduler_run(
                 vantages=args.vantages,
                 interval_s=args.interval,
                 rounds=args.sched_rounds,
-                farm_pid=farm_pid,
+                far_pids=far.pids,
             )
         )
     finally:
@@ -403,21 +452,31 @@ def scheduler_run(
 def _print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\nmachine: {m['nproc']} x {m['cpu']}, Python {m['python']}, {m['event_loop']}")
+    print(f"far end: {json.dumps(report['far_end'])}")
     probe = report.get("probe")
     if probe:
-        print(f"\n/probe, {probe['names']} targets, concurrency {probe['concurrency']}:")
+        print(
+            f"\n/probe, {probe['names']} targets, concurrency {probe['concurrency']}"
+            f" (lifeline: dns_window {probe['dns_window']['lifeline']};"
+            f" lifeline-window: lifeline's {probe['dns_window']['lifeline-window']}):"
+        )
         for kind, f in probe["exporters"].items():
             print(
-                f"  {kind:14} {f['probes_per_s']:8.1f} probes/s"
+                f"  {kind:16} {f['probes_per_s']:8.1f} probes/s"
                 f"  {f['cpu_ms_per_probe']} ms CPU/probe"
                 f"  {f['cpu_cores']} cores  peak RSS {f['peak_rss_mb']} MB  errors {f['errors']}"
+                f"  far end {f['far_end_cpu_ms_per_probe']} ms/probe"
+                f" {json.dumps(f['far_end_cpu_cores'])} cores"
             )
         if "ratio_lifeline_over_blackbox" in probe:
             print(
                 f"  ratio lifeline/blackbox: {probe['ratio_lifeline_over_blackbox']} "
                 f"(vs. blackbox without DNS: {probe['ratio_lifeline_over_blackbox_http_only']})"
             )
+        if "ratio_window_over_blackbox" in probe:
+            print(f"  ratio lifeline-window/blackbox: {probe['ratio_window_over_blackbox']}")
         print(f"  agreement: {json.dumps(probe['agreement'])}")
+        print(f"  agreement (lifeline-window): {json.dumps(probe['agreement_window'])}")
         if "ratio_workers_over_blackbox" in probe:
             print(
                 f"  ratio lifeline --workers {probe['workers']}/blackbox: "
@@ -441,12 +500,22 @@ def inside(args: argparse.Namespace) -> int:
             1,
         )
         t0 = time.monotonic()
-        farm, plan = _start_farm(work, count, per_address=10)
-        print(f"farm: {count} names up in {time.monotonic() - t0:.1f} s", flush=True)
+        far = start_far_end(work, count, 10, args.origin, args.nginx_workers)
+        report["far_end"] = far.info
+        print(
+            f"farm: {count} names up in {time.monotonic() - t0:.1f} s, origins: "
+            + (f"{far.info['nginx']}" if far.nginx is not None else "python (the farm process)"),
+            flush=True,
+        )
         try:
             if not args.skip_probe:
-                print("/probe comparison:", flush=True)
-                report["probe"] = probe_comparison(args, work, plan)
+                print(
+                    f"/probe comparison (lifeline with dns_window {PROBE_DNS_WINDOW},"
+                    " as blackbox does not listen for late DNS replies; lifeline-window:"
+                    " lifeline's default):",
+                    flush=True,
+                )
+                report["probe"] = probe_comparison(args, work, far)
             if not args.skip_sched:
                 print(
                     f"scheduler: {args.sched_targets} targets x {args.vantages} vantages "
@@ -454,19 +523,17 @@ def inside(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 if not args.sched_workers_only:
-                    report["scheduler"] = scheduler_run(args, work, plan, farm.pid)
+                    report["scheduler"] = scheduler_run(args, work, far)
                 if args.workers:
                     print(f"scheduler with --workers {args.workers}", flush=True)
                     report["scheduler_workers"] = scheduler_run(
-                        args, work, plan, farm.pid, workers=args.workers
+                        args, work, far, workers=args.workers
                     )
                 if args.alt_tree is not None:
                     print(f"scheduler again, lifeline from {args.alt_tree}", flush=True)
-                    report["scheduler_alt"] = scheduler_run(
-                        args, work, plan, farm.pid, tree=args.alt_tree
-                    )
+                    report["scheduler_alt"] = scheduler_run(args, work, far, tree=args.alt_tree)
         finally:
-            farm.close()
+            far.close()
     report["seconds"] = round(time.monotonic() - t0, 1)
     _print_report(report)
     if args.out is not None:
@@ -476,8 +543,9 @@ def inside(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    _defaults(args)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _defaults(args, parser)
     if args.out is not None:
         args.out = args.out.resolve()
     if args.alt_tree is not None:

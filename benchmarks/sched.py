@@ -47,7 +47,9 @@ class SchedResult:
     oldest_age_s: float = 0.0
     measurements: float = 0.0  # lifeline_measurements_total summed, at the end
     first_round_s: float | None = None  # until lifeline_ready 1
-    farm_cpu_cores: float = 0.0  # the origins' and resolver's CPU over the same window
+    # the far end's CPU over the same window, by part: "farm" (the resolver, and the
+    # origins when Python serves them), "nginx" (its master and workers)
+    far_cpu_cores: dict[str, float] = field(default_factory=dict)
 
     @property
     def keys(self) -> int:
@@ -79,7 +81,9 @@ class SchedResult:
             "keys_on_time": self.keys_on_time,
             "oldest_age_s": round(self.oldest_age_s, 1),
             "first_round_s": None if self.first_round_s is None else round(self.first_round_s, 1),
-            "farm_cpu_cores": round(self.farm_cpu_cores, 3),
+            "farm_cpu_cores": round(self.far_cpu_cores.get("farm", 0.0), 3),
+            "nginx_cpu_cores": round(self.far_cpu_cores.get("nginx", 0.0), 3),
+            "far_end_cpu_cores": round(sum(self.far_cpu_cores.values()), 3),
             "on_time": self.on_time,
         }
 
@@ -116,15 +120,20 @@ async def watch_schedule(
     vantages: int,
     interval_s: float,
     rounds: float,
-    farm_pid: int | None = None,
+    far_pids: dict[str, int] | None = None,
 ) -> SchedResult:
-    """Watch `serve` for ``rounds`` intervals; sample it each second, scrape it every few."""
+    """Watch `serve` for ``rounds`` intervals; sample it each second, scrape it every few.
+
+    ``far_pids``: the far end's processes by part, whose CPU is read over the
+    same steady window.
+    """
+    far = far_pids or {}
     result = SchedResult(targets, vantages, interval_s)
     started = time.monotonic()
     end = started + rounds * interval_s
     steady_at = started + interval_s
     # (when, serve's CPU with its workers', serve's own, the farm's)
-    steady_cpu: tuple[float, float, float, float] | None = None
+    steady_cpu: tuple[float, float, float, dict[str, float]] | None = None
     next_scrape = started + SCRAPE_EVERY_S
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         while True:
@@ -134,7 +143,7 @@ async def watch_schedule(
             s = sample(proc.pid)
             result.peak_rss = max(result.peak_rss, s.peak_rss)
             if steady_cpu is None and now >= steady_at:
-                steady_cpu = (now, s.cpu_s, s.own_cpu_s, _cpu(farm_pid))
+                steady_cpu = (now, s.cpu_s, s.own_cpu_s, _cpu(far))
             if now >= end:
                 break
             if now >= next_scrape:
@@ -149,14 +158,16 @@ async def watch_schedule(
             span = time.monotonic() - steady_cpu[0]
             result.steady_cpu_cores = (final.cpu_s - steady_cpu[1]) / span
             result.steady_main_cpu_cores = (final.own_cpu_s - steady_cpu[2]) / span
-            result.farm_cpu_cores = (_cpu(farm_pid) - steady_cpu[3]) / span
+            result.far_cpu_cores = {
+                part: (cpu - steady_cpu[3][part]) / span for part, cpu in _cpu(far).items()
+            }
         result.peak_rss = max(result.peak_rss, final.peak_rss)
     result.seconds = time.monotonic() - started
     return result
 
 
-def _cpu(pid: int | None) -> float:
-    return 0.0 if pid is None else sample(pid).cpu_s
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {part: sample(pid).cpu_s for part, pid in pids.items()}
 
 
 async def _scrape(session: aiohttp.ClientSession, base: str, result: SchedResult) -> bool:
