@@ -252,7 +252,9 @@ async def run_farm(
     tcp_dns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp_dns.bind((RESOLVER_ADDRESS, plan.resolver_port))
     udp_dns = sockets[-1]
-    resolver = DNSServer(udp_dns, tcp_dns, lambda name: answers.get(name.lower(), nx))
+    resolver = DNSServer(
+        udp_dns, tcp_dns, lambda name: answers.get(name.lower(), nx), fixed=True
+    )
     ready: dict[str, object] = {"ready": True, "origin": origin}
     try:
         if origin == "nginx":

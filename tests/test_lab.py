@@ -361,3 +361,36 @@ async def test_the_selftest_passes(tmp_path: Path, capsys: pytest.CaptureFixture
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("selftest: ") and lines[-1].endswith(" passed, 0 failed")
     assert not [line for line in lines if line.startswith("FAIL")]
+
+
+async def test_a_fixed_resolver_replays_each_reply_with_the_next_query_id() -> None:
+    """The benchmark's resolver makes a reply once per question; every answer still
+    carries its own query's ID and question (a client checks both)."""
+    import dns.rdatatype
+
+    from probes.lab.dnsserver import DNSServer
+    from probes.lab.rules import DNSReply
+
+    asked: list[str] = []
+
+    def policy(name: str) -> DNSReply:
+        asked.append(name)
+        found = name == "a.bench.test"
+        return DNSReply(address="127.9.0.1") if found else DNSReply(rcode="NXDOMAIN")
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+    server = DNSServer(udp, tcp, policy, fixed=True)
+    await server.start()
+    try:
+        for _ in range(3):
+            for name, rcode in (("a.bench.test", 0), ("b.bench.test", 3)):
+                q = dns.message.make_query(name, dns.rdatatype.A)
+                r = await dns.asyncquery.udp(q, server.address, port=server.port, timeout=2)
+                assert r.id == q.id and r.question == q.question and r.rcode() == rcode
+                assert bool(r.answer) == (name == "a.bench.test")
+    finally:
+        await server.close()
+    assert asked == ["a.bench.test", "b.bench.test"]  # each reply made once

@@ -69,26 +69,52 @@ def answer(wire: bytes, policy: Policy) -> bytes | None:
     return response.to_wire()
 
 
+#: Replies a fixed-policy resolver remembers (a benchmark's names times two types).
+MAX_REMEMBERED = 200_000
+
+
 class _UDPResolver(asyncio.DatagramProtocol):
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, remember: bool = False) -> None:
         self._policy = policy
         self._transport: asyncio.DatagramTransport | None = None
+        # query bytes after the ID -> reply bytes after the ID (a fixed policy only)
+        self._memo: dict[bytes, bytes] | None = {} if remember else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if self._transport is None:
+            return
+        memo = self._memo
+        if memo is not None and len(data) > 2:
+            known = memo.get(data[2:])
+            if known is not None:
+                self._transport.sendto(data[:2] + known, addr)
+                return
         reply = answer(data, self._policy)
-        if reply is not None and self._transport is not None:
-            self._transport.sendto(reply, addr)
+        if reply is None:
+            return
+        if memo is not None and len(data) > 2 and len(memo) < MAX_REMEMBERED:
+            memo[data[2:]] = reply[2:]
+        self._transport.sendto(reply, addr)
 
 
 class DNSServer:
-    """One resolver: UDP and TCP on the same (pre-bound) port."""
+    """One resolver: UDP and TCP on the same (pre-bound) port.
 
-    def __init__(self, udp: socket.socket, tcp: socket.socket, policy: Policy) -> None:
+    ``fixed``: the policy never changes its answer for a name (a benchmark's
+    plan, not the lab's rules, which flip), so each UDP reply is made once and
+    replayed with the next query's ID: the far end should cost as little as a
+    caching resolver does.
+    """
+
+    def __init__(
+        self, udp: socket.socket, tcp: socket.socket, policy: Policy, *, fixed: bool = False
+    ) -> None:
         self._udp_sock = udp
         self._policy = policy
+        self._fixed = fixed
         self._tcp = StreamServer(tcp, self._serve_tcp)
         self._udp: asyncio.DatagramTransport | None = None
         self.address, self.port = udp.getsockname()[:2]
@@ -96,7 +122,7 @@ class DNSServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UDPResolver(self._policy), sock=self._udp_sock
+            lambda: _UDPResolver(self._policy, self._fixed), sock=self._udp_sock
         )
         self._udp = transport
         await self._tcp.start()
