@@ -73,6 +73,9 @@ class Board:
     version: int = 0
     _order: list[Key] = field(default_factory=list, init=False, repr=False)
     _wanted: set[Key] = field(default_factory=set, init=False, repr=False)
+    _watchers: list[Callable[[Key, Entry], None]] = field(
+        default_factory=list, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._order = self._config_keys()
@@ -91,6 +94,14 @@ class Board:
         """Every (service, target, vantage) of the config, in config order."""
         return list(self._order)
 
+    def watch(self, published: Callable[[Key, Entry], None]) -> None:
+        """Have ``published(key, entry)`` called after each :meth:`publish` (pre-rendering).
+
+        Only publishing calls it: a watcher sees any other change (a restore, a
+        new config) by :attr:`version` moving by more than its calls account for.
+        """
+        self._watchers.append(published)
+
     def publish(self, result: Result) -> None:
         m = result.measurement
         key = (m.service, m.target, m.vantage)
@@ -99,10 +110,12 @@ class Board:
         old = self.entries.get(key)
         verdict = result.verdict.value
         since = old.since if old is not None and old.verdict == verdict else m.time
-        self.entries[key] = Entry(
+        self.entries[key] = entry = Entry(
             *key, verdict, result.reason, since, m.time, m.succeeded, _durations(m)
         )
         self.version += 1
+        for published in self._watchers:
+            published(key, entry)
 
     def count(self, result: Result) -> None:
         m = result.measurement

@@ -1,23 +1,25 @@
-"""What `/metrics` serves: the exposition rendered per series, once per change.
+"""What `/metrics` serves: the exposition rendered per series, as results are published.
 
 About 2 KB of the exposition per (service, target, vantage) (eleven
 `lifeline_verdict` lines, the timestamps, the stage durations) made the
 reference collector (:mod:`exporter.metrics`) cost ~0.35 ms per series,
 seconds per scrape at tens of thousands of series, all of it blocking the
 event loop. :class:`MetricsPage` renders what varies in a series (its label
-core, timestamps and stage lines, ~1 KB) once, when its entry changed since
-the last scrape; the eleven `lifeline_verdict` lines and the
-`lifeline_reachable` line are made from the core at scrape time, one
-``bytes.join`` each. The small families (serve's own health, vantages,
+core, timestamps and stage lines, ~1 KB) when its result is published (the
+board calls it), and puts the series in place in flat lists of byte strings,
+one per family, in config order (:class:`_Layout`). The eleven
+`lifeline_verdict` lines and the `lifeline_reachable` line are the core
+between constant joints, so they cost pointers, not bytes. A scrape is then a
+``bytes.join`` of list slices per chunk, in the families' order, with their
+HELP and TYPE once each. The small families (serve's own health, vantages,
 ratios, counters) still go through prometheus_client. Both give the same
 bytes (a test compares them).
 
 The page is never held whole (67 MB at 30,000 series, and aiohttp and asyncio
-each copied it again on the way out): a scrape is an :class:`Exposition`, the
-list of series as they were when it began, written a chunk at a time or
+each copied it again on the way out): a scrape is an :class:`Exposition`, a
+copy of the lists as they were when it began, written a chunk at a time or
 gzipped chunk by chunk (1/17 of the size at zlib level 1).
 """
-
 from __future__ import annotations
 
 import zlib
@@ -64,13 +66,16 @@ _SERIES_FAMILIES: tuple[tuple[str, str, list[str]], ...] = (
         [*KEY, "stage"],
     ),
 )
-#: Series per chunk of a family written out: about 1 MB of `lifeline_verdict` lines.
+#: Series of `lifeline_verdict` per chunk written out (about 1.5 MB); a chunk of the
+#: page is that many series' worth of pieces (23 each), the small families' merged in.
 CHUNK_SERIES = 1024
-#: Series per chunk of a family gzipped (in a worker thread): about 5 MB. After each
-#: chunk the thread waits for the GIL, which a busy event loop gives up only every
-#: 5 ms: beside a busy thread, 30,000 series took 1.4 s in 1 MB chunks, 0.75 s in
-#: these (0.2 s alone).
-GZIP_CHUNK_SERIES = 4096
+#: Pieces per chunk gzipped (in a worker thread): about 4 MB, some 16 zlib calls for
+#: 30,000 series (4,096 series of each family a chunk was 47). After each call the
+#: thread waits for the GIL, which a busy event loop gives up only every 5 ms, so
+#: fewer calls finish sooner; but one ``bytes.join`` of much more than this falls
+#: out of the CPU's caches (30,000 series alone: 0.03 s of joins in 1<<13-piece
+#: chunks, 0.06 s in these, 0.2 s in 1<<18).
+GZIP_CHUNK_PIECES = 1 << 16
 #: zlib level of a gzipped /metrics: 1 already shrinks the page ~17 times (its lines
 #: repeat), at a quarter of the CPU of the default 6, which saves only 10% more.
 GZIP_LEVEL = 1
@@ -126,13 +131,14 @@ _FIXED_SIZE = sum(map(len, (*_NO_VERDICT_JOINTS, *_REACHABLE, _SINCE, _LAST)))
 
 
 class _Series:
-    """What one (service, target, vantage) adds to the page, made when its entry changed.
+    """What one (service, target, vantage) adds to the page, made when its result is published.
 
     Only the parts that vary are kept: the label core (shared by every line of
     the series, made once per key), the two timestamps' line ends, and the stage
-    lines. The `lifeline_verdict` and `lifeline_reachable` lines are made from
-    the core and the verdict at scrape time; ``size`` is the series' share of
-    the page in bytes (for Content-Length).
+    lines. The `lifeline_verdict` and `lifeline_reachable` lines are the core
+    between constant joints, laid out as pieces (:meth:`pieces`) and joined at
+    scrape time; ``size`` is the series' share of the page in bytes (for
+    Content-Length).
     """
 
     __slots__ = ("core", "entry", "last", "reachable", "since", "size", "stages", "verdict")
@@ -177,71 +183,91 @@ class _Series:
             14 * len(self.core) + _FIXED_SIZE + len(self.since) + len(self.last) + len(self.stages)
         )
 
-
-def _verdict_chunk(series: Sequence[_Series]) -> bytes:
-    return b"".join([x.core.join(x.verdict) for x in series])
-
-
-def _reachable_chunk(series: Sequence[_Series]) -> bytes:
-    return b"".join([x.core.join(x.reachable) for x in series])
-
-
-def _since_chunk(series: Sequence[_Series]) -> bytes:
-    return b"".join([_SINCE + x.core + x.since for x in series])
-
-
-def _last_chunk(series: Sequence[_Series]) -> bytes:
-    return b"".join([_LAST + x.core + x.last for x in series])
+    def pieces(self) -> tuple[list[bytes], ...]:
+        """The series' pieces of each per-series family, in order (see :class:`_Layout`)."""
+        core = self.core
+        verdict = [core] * 23  # 12 joints around 11 cores
+        verdict[0::2] = self.verdict
+        return (
+            verdict,
+            [self.reachable[0], core, self.reachable[1]],
+            [_SINCE, core, self.since],
+            [_LAST, core, self.last],
+            [self.stages],
+        )
 
 
-def _stages_chunk(series: Sequence[_Series]) -> bytes:
-    return b"".join([x.stages for x in series])
+#: Pieces per series in each per-series family's flat list (see :meth:`_Series.pieces`).
+_WIDTHS = (23, 3, 3, 3, 1)
 
 
-_CHUNKERS = (_verdict_chunk, _reachable_chunk, _since_chunk, _last_chunk, _stages_chunk)
+class _Layout:
+    """The per-series families of the page as flat lists of byte strings, in config order.
+
+    Series ``i`` holds ``_WIDTHS[f]`` pieces from ``i * _WIDTHS[f]`` on in
+    family ``f``'s list (all ``b""`` before it was first published), so a
+    published result replaces a few list items, and a chunk of the page is one
+    slice and one ``bytes.join``: no Python loop per series at scrape time,
+    which matters when the scrape is gzipped in a thread beside a busy event
+    loop. The pieces are the series' shared parts (its core, the constants), so
+    the lists cost pointers, not copies of the lines.
+    """
+
+    def __init__(self, keys: Sequence[tuple[str, str, str]]) -> None:
+        self.index = {key: i for i, key in enumerate(keys)}
+        self.series: list[_Series | None] = [None] * len(keys)
+        self.flat: list[list[bytes]] = [[b""] * (w * len(keys)) for w in _WIDTHS]
+        self.length = 0  # the per-series families' bytes, headers aside
+
+    def put(self, i: int, series: _Series) -> None:
+        old = self.series[i]
+        self.series[i] = series
+        self.length += series.size - (old.size if old is not None else 0)
+        for flat, width, pieces in zip(self.flat, _WIDTHS, series.pieces(), strict=True):
+            flat[i * width : (i + 1) * width] = pieces
 
 
 class Exposition:
     """One scrape of `/metrics`, fixed when the scrape began, written out in chunks.
 
     It holds the small families already encoded and, for the per-series ones,
-    the list of series as they were (each immutable): the page itself is never
-    held whole. :meth:`chunks` gives it about a megabyte at a time, and
-    :meth:`gzipped` compresses it as it goes (zlib lets other threads run
-    meanwhile, so it may run in one).
+    copies of the flat lists of :class:`_Layout` as they were (pointers to
+    immutable pieces): the page itself is never held whole. :meth:`chunks`
+    gives it about a megabyte at a time, and :meth:`gzipped` compresses it as
+    it goes (zlib lets other threads run meanwhile, so it may run in one).
     """
 
     def __init__(
         self,
         content_type: str,
         parts: Sequence[bytes],
-        series: Sequence[_Series] = (),
+        families: Sequence[list[bytes]] = (),
         headers: Sequence[bytes] = (),
         tail: Sequence[bytes] = (),
+        series_length: int = 0,
     ) -> None:
         self.content_type = content_type
         self._parts = parts  # before the per-series families (or the whole page)
-        self._series = series
+        self._families = families
         self._headers = headers  # one per per-series family; none: no such families
         self._tail = tail
         #: The length of the page in bytes.
         self.length = (
-            sum(map(len, parts))
-            + sum(map(len, headers))
-            + sum(x.size for x in series)
-            + sum(map(len, tail))
+            sum(map(len, parts)) + sum(map(len, headers)) + series_length + sum(map(len, tail))
         )
 
-    def chunks(self, per_chunk: int = CHUNK_SERIES) -> Iterator[bytes]:
-        """The page in order, ``per_chunk`` series of a family at a time."""
-        yield from self._parts
-        if self._headers:  # the per-series families
-            series = self._series
-            for header, chunk in zip(self._headers, _CHUNKERS, strict=True):
-                yield header
-                for i in range(0, len(series), per_chunk):
-                    yield chunk(series[i : i + per_chunk])
-        yield from self._tail
+    def chunks(self, per_chunk: int = CHUNK_SERIES * _WIDTHS[0]) -> Iterator[bytes]:
+        """The page in order, about ``per_chunk`` pieces at a time (small parts merged in)."""
+        pending = list(self._parts)
+        for header, flat in zip(self._headers, self._families, strict=True):
+            pending.append(header)
+            for i in range(0, len(flat), per_chunk):
+                pending += flat[i : i + per_chunk]
+                if len(pending) >= per_chunk:
+                    yield b"".join(pending)
+                    pending = []
+        pending += self._tail
+        yield b"".join(pending)
 
     def body(self) -> bytes:
         """The whole page in one piece (small pages, tests)."""
@@ -250,19 +276,22 @@ class Exposition:
     def gzipped(self, level: int = GZIP_LEVEL) -> bytes:
         """The page gzipped (RFC 1952), made chunk by chunk."""
         z = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        out = [z.compress(chunk) for chunk in self.chunks(GZIP_CHUNK_SERIES)]
+        out = [z.compress(chunk) for chunk in self.chunks(GZIP_CHUNK_PIECES)]
         out.append(z.flush())
         return b"".join(out)
 
 
 class MetricsPage:
-    """`/metrics` of a board, rendered incrementally (byte for byte what the collector gives).
+    """`/metrics` of a board, pre-rendered per series (byte for byte what the collector gives).
 
-    A series' varying parts are rendered once per change of its entry, lazily,
-    at the next scrape; a scrape renders the small families and takes the list
-    of series as it is (:class:`Exposition`). The page is written from that in
-    chunks, never held whole. ``extra`` collectors (the hub's agent clocks)
-    come last, as they did in the registry.
+    A series' lines are rendered when its result is published (the board calls
+    :meth:`_published`) and put in place in the :class:`_Layout`; anything else
+    that changes the board (a restore from the store, a new config) is seen by
+    its version at the next scrape, which then lays the page out again, keeping
+    the series whose entries did not change. A scrape renders the small
+    families and copies the layout's lists (:class:`Exposition`); the page is
+    written from that in chunks, never held whole. ``extra`` collectors (the
+    hub's agent clocks) come last, as they did in the registry.
     """
 
     def __init__(self, board: Board, extra: Sequence[Collector] = ()) -> None:
@@ -275,10 +304,11 @@ class MetricsPage:
         for collector in extra:
             self._tail.register(collector)
             self.reference.register(collector)
-        self._series: dict[tuple[str, str, str], _Series] = {}
-        self._ordered: list[_Series] = []
-        self._seen_version = -1
+        self._layout = _Layout(())
+        self._synced = -1  # the board's version the layout shows
         self._headers: dict[Format, list[bytes]] = {}
+        self._sync()
+        board.watch(self._published)
 
     def exposition(self, accept: str | None) -> Exposition:
         """This scrape's page, in the format the scraper asked for."""
@@ -289,33 +319,48 @@ class MetricsPage:
         head, tail = encoder(self._head), encoder(self._tail)
         if fmt == "openmetrics":
             head, tail = head.removesuffix(EOF_LINE), tail.removesuffix(EOF_LINE)
-        self._refresh()
+        if self._synced != self._board.version:
+            self._sync()
+        layout = self._layout
         end = [tail, EOF_LINE] if fmt == "openmetrics" else [tail]
-        return Exposition(content_type, [head], self._ordered, self._family_headers(fmt), end)
+        families = [list(flat) for flat in layout.flat]  # this scrape's own: publishing goes on
+        headers = self._family_headers(fmt)
+        return Exposition(content_type, [head], families, headers, end, layout.length)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The whole page in the format the scraper asked for, and its content type."""
         page = self.exposition(accept)
         return page.body(), page.content_type
 
-    def _refresh(self) -> None:
-        """Re-render the series whose entries changed since the last scrape; drop gone ones."""
+    def _published(self, key: tuple[str, str, str], entry: Entry) -> None:
+        """Render one published entry's series and put it in place."""
         board = self._board
-        if board.version == self._seen_version:
+        if self._synced != board.version - 1:  # something else changed too: the next scrape syncs
             return
-        old, fresh = self._series, {}
+        self._synced = board.version
+        layout = self._layout
+        i = layout.index.get(key)
+        if i is not None:
+            layout.put(i, _Series(entry, layout.series[i]))
+
+    def _sync(self) -> None:
+        """Lay the page out again from the board; keep the series whose entries are unchanged."""
+        board = self._board
+        old = self._layout
+        keys = board.keys()
+        layout = _Layout(keys)
         entries = board.entries
-        for key in board.keys():
+        for i, key in enumerate(keys):
             e = entries.get(key)
             if e is None:
                 continue
-            series = old.get(key)
+            j = old.index.get(key)
+            series = old.series[j] if j is not None else None
             if series is None or series.entry is not e:
                 series = _Series(e, series)
-            fresh[key] = series
-        self._series = fresh
-        self._ordered = list(fresh.values())  # a new list: a scrape in progress keeps its own
-        self._seen_version = board.version
+            layout.put(i, series)
+        self._layout = layout
+        self._synced = board.version
 
     def _family_headers(self, fmt: Format) -> list[bytes]:
         """# HELP and # TYPE of each per-series family, as the library writes them."""

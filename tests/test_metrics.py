@@ -345,3 +345,21 @@ def test_the_probe_answer_is_byte_for_byte_the_registrys(accept: str | None) -> 
         result = Result(measurement(OPEN, "censored", ok=ok), verdict, "x")
         got = ProbeExposition().render(result, 0.75, accept)
         assert got == encode(probe_registry(result, 0.75), accept)
+
+
+def test_the_page_follows_publishes_between_scrapes_a_restore_and_a_new_config() -> None:
+    """Series rendered as they are published, a restore and a reload between: the same bytes."""
+    from exporter.store import Latest
+
+    b = board()
+    page = MetricsPage(b)
+    b.publish(Result(measurement(OPEN, "censored", t="2026-01-01T00:01:00Z"), Verdict.OK, "back"))
+    b.publish(Result(measurement(OPEN, "censored", t="2026-01-01T00:02:00Z"), Verdict.OK, "ok"))
+    assert page.render(None) == encode(registry_for(b), None)
+    b.restore([Latest("open", OTHER, "control", "anomaly", "odd", "2026-01-01T00:00:30Z", "")])
+    b.publish(Result(measurement(OPEN, "control", t="2026-01-01T00:03:00Z"), Verdict.OK, "fine"))
+    assert page.render(None) == encode(registry_for(b), None)
+    b.retarget(parse_config(CONFIG.replace(", https://open.lifeline.test/other", "")))
+    b.publish(Result(measurement(OPEN, "censored", t="2026-01-01T00:04:00Z"), Verdict.OK, "ok"))
+    text = page.render(None)[0]
+    assert text == encode(registry_for(b), None)[0] and OTHER.encode() not in text
