@@ -1,8 +1,10 @@
 """The HTTP stage: GET the target like a browser would, following redirects by hand.
 
-aiohttp never resolves a name and never dials by itself here: the connector
+The GET is lifeline's own HTTP/1.1 client (:mod:`probes.http1`, llhttp through
+httptools), which never resolves a name and never dials by itself: the client
 below asks the DNS stage's answer (or, for a redirect to another host, the
-vantage's resolver) and dials along the vantage's path. The first request
+vantage's resolver) and dials along the vantage's path
+(:mod:`probes.httpconn`). The first request
 rides on the connection the TCP and TLS stages observed, so one https
 measurement is one connection, as a stateful censor sees a browser's.
 
@@ -23,25 +25,23 @@ import html
 import importlib.util
 import ipaddress
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from multidict import CIMultiDictProxy
+from multidict import MultiMapping
 from yarl import URL
 
 from probes.dns import resolve_addresses
-from probes.errors import StageError, failure_of, mapped
+from probes.errors import StageError, mapped
 from probes.evidence import DNSStage, HTTPHop, HTTPStage
 from probes.failures import Failure
 from probes.fingerprints import BodyScan, FingerprintSet
+from probes.http1 import BodyDecoder, ResponseHead, ResponseReader, decoder_for, request_bytes
+from probes.httpconn import adopt, dial
 from probes.model import is_ip
 from probes.net import OpenConnection, StageContext
-from probes.tcp import MAX_ATTEMPTS, race_connect
-from probes.tls import ParkedProtocol
+from probes.tcp import MAX_ATTEMPTS
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -87,7 +87,7 @@ _USER_AGENT = (
 
 
 def _accept_encoding() -> str:
-    """br only when aiohttp can decode it (it needs the brotli module)."""
+    """br only when it can be decoded (probes.http1 needs the brotli module for it)."""
     if importlib.util.find_spec("brotli") is None:
         return "gzip, deflate"
     return "gzip, deflate, br"
@@ -112,66 +112,29 @@ async def http_stage(ctx: StageContext) -> HTTPStage:
     """GET the target, follow up to MAX_REDIRECTS redirects, read the body (capped)."""
     started = time.monotonic()
     record = HTTPStage(ok=False, failure=None, duration_s=0.0, url=ctx.target.url)
-    exchange = _Exchange()
     reach = target_reach(ctx)
-    connector = _VantageConnector(ctx, ctx.take_connection(), reach)
+    client = _Client(ctx, ctx.take_connection(), reach)
     fps = ctx.fingerprints if ctx.fingerprints is not None else FingerprintSet.build()
     scan = fps.body_scan()
     try:
-        async with _session(connector, exchange) as session:
-            await _follow(ctx, session, connector, exchange, record, reach, fps, scan)
+        await _follow(ctx, client, record, reach, fps, scan)
     except StageError as exc:
         record.ok, record.failure = False, exc.failure
     finally:
-        connector.drop_handoff()
-        connector.abort_all()
+        client.close()
     if scan.scanned_chars or record.body_length is not None:
         # what a browser was shown, kept even when the connection failed after it
         record.body_signatures = list(scan.blocks)
         record.body_false_positives = list(scan.false_positives)
         record.body_scanned_with = scan.digest or None
-    record.request_sent = record.request_sent or exchange.request_sent
+    record.request_sent = record.request_sent or client.request_sent
     record.duration_s = time.monotonic() - started
     return record
 
 
-@dataclass(slots=True)
-class _Exchange:
-    """What aiohttp's trace hooks tell us about the request in flight."""
-
-    request_sent: bool = False
-
-
-def _session(connector: _VantageConnector, exchange: _Exchange) -> aiohttp.ClientSession:
-    async def headers_sent(*_: Any) -> None:
-        exchange.request_sent = True
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(headers_sent)
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,  # never a proxy or .netrc from the environment
-        timeout=aiohttp.ClientTimeout(total=None),  # the measurement's deadline decides
-        middlewares=(_observe_once,),
-        trace_configs=[trace],
-        headers=request_headers(),
-    )
-
-
-async def _observe_once(
-    req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-) -> aiohttp.ClientResponse:
-    """Translate failures here, which also stops aiohttp from silently retrying a
-    reset request on a new connection: a censor's reset must be seen, not hidden."""
-    with mapped():
-        return await handler(req)
-
-
 async def _follow(
     ctx: StageContext,
-    session: aiohttp.ClientSession,
-    connector: _VantageConnector,
-    exchange: _Exchange,
+    client: _Client,
     record: HTTPStage,
     reach: frozenset[str],
     fps: FingerprintSet,
@@ -179,30 +142,28 @@ async def _follow(
 ) -> None:
     url = URL(ctx.target.url)  # yarl keeps parsed URLs: this is a cache hit, not a parse
     for _ in range(MAX_REDIRECTS + 1):
-        exchange.request_sent = False
         with mapped():
             async with asyncio.timeout(ctx.deadline.remaining()):
-                resp = await session.get(url, allow_redirects=False)
-        async with resp:
-            location = resp.headers.get("Location")
-            if resp.status not in REDIRECT_STATUSES or not location:
-                record.request_sent = True
-                await _final(ctx, record, url, resp, scan)
-                return
-            hop = HTTPHop(str(url), resp.status, location[:2048], connector.last_address)
-            hop.headers, hop.headers_truncated = all_headers(resp.headers)
-            record.redirects.append(hop)
-            body, text = await _read_hop(ctx, resp, hop, scan)
-            if _stops_at_block_host(url, location, fps):
-                # never connect to a censor's server: this redirect is what we were shown
-                record.request_sent = True
-                _fill(ctx, record, url, resp, body, text)
-                record.redirect_stopped = True
-                return
-            # a redirect may not lead where the configured target could not: another
-            # scheme, or an address outside ``reach`` (refused before any resolve or dial)
-            target = next_url(url, location, reach)
-        url = target
+                resp = await client.get(url)
+        location = resp.head.headers.get("Location")
+        if resp.head.status not in REDIRECT_STATUSES or not location:
+            record.request_sent = True
+            await _final(ctx, record, url, resp, scan)
+            return
+        hop = HTTPHop(str(url), resp.head.status, location[:2048], resp.address)
+        hop.headers, hop.headers_truncated = all_headers(resp.head.headers)
+        record.redirects.append(hop)
+        body, text = await _read_hop(ctx, resp, hop, scan)
+        client.release(resp)
+        if _stops_at_block_host(url, location, fps):
+            # never connect to a censor's server: this redirect is what we were shown
+            record.request_sent = True
+            _fill(ctx, record, url, resp, body, text)
+            record.redirect_stopped = True
+            return
+        # a redirect may not lead where the configured target could not: another
+        # scheme, or an address outside ``reach`` (refused before any resolve or dial)
+        url = next_url(url, location, reach)
     raise StageError(Failure.HTTP_TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
 
 
@@ -216,7 +177,7 @@ def _stops_at_block_host(url: URL, location: str, fps: FingerprintSet) -> bool:
 
 
 async def _read_hop(
-    ctx: StageContext, resp: aiohttp.ClientResponse, hop: HTTPHop, scan: BodyScan
+    ctx: StageContext, resp: _Response, hop: HTTPHop, scan: BodyScan
 ) -> tuple[_Body, _Text]:
     """A redirect's own body: bounded by HOP_BODY_BYTES and HOP_READ_S, hashed, scanned.
 
@@ -224,16 +185,12 @@ async def _read_hop(
     stage's failure: the redirect was received.
     """
     body = _Body(keep=max(TITLE_SCAN_BYTES, ctx.body_head_bytes))
-    text = _Text(resp.charset, scan)
+    text = _Text(resp.head.charset, scan)
     budget = min(HOP_READ_S, max(0.0, ctx.deadline.remaining()))
     try:
         async with asyncio.timeout(budget):
-            while not body.truncated:
-                chunk = await resp.content.readany()
-                if not chunk:
-                    break
-                text.add(body.add(chunk, HOP_BODY_BYTES))
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, EOFError):
+            await _read_into(resp, body, HOP_BODY_BYTES, text)
+    except (TimeoutError, StageError, OSError, ValueError, EOFError):
         body.truncated = True
     text.finish()
     hop.body_length = body.length
@@ -298,10 +255,10 @@ def within_reach(address: str, reach: frozenset[str]) -> bool:
 
 
 async def _final(
-    ctx: StageContext, record: HTTPStage, url: URL, resp: aiohttp.ClientResponse, scan: BodyScan
+    ctx: StageContext, record: HTTPStage, url: URL, resp: _Response, scan: BodyScan
 ) -> None:
     """Fill the record from the last response and its (capped) body."""
-    text = _Text(resp.charset, scan)
+    text = _Text(resp.head.charset, scan)
     try:
         body = await _read_body(resp, ctx.max_body_bytes, ctx, text)
     finally:
@@ -316,13 +273,13 @@ def _fill(
     ctx: StageContext,
     record: HTTPStage,
     url: URL,
-    resp: aiohttp.ClientResponse,
+    resp: _Response,
     body: _Body,
     text: _Text,
 ) -> None:
     record.final_url = str(url)
-    record.status = resp.status
-    record.headers, record.headers_truncated = all_headers(resp.headers)
+    record.status = resp.head.status
+    record.headers, record.headers_truncated = all_headers(resp.head.headers)
     record.ok, record.failure = True, None
     record.body_length = body.length
     record.body_sha256 = body.sha256.hexdigest()
@@ -417,22 +374,14 @@ def _incremental_decoder(charset: str | None) -> codecs.IncrementalDecoder | Non
         return None
 
 
-async def _read_body(
-    resp: aiohttp.ClientResponse, cap: int, ctx: StageContext, text: _Text | None = None
-) -> _Body:
-    """Read decompressed chunks until EOF, the cap, or the deadline (each one scanned)."""
+async def _read_body(resp: _Response, cap: int, ctx: StageContext, text: _Text) -> _Body:
+    """Read decompressed chunks until the end, the cap, or the deadline (each one scanned)."""
     body = _Body(keep=max(TITLE_SCAN_BYTES, ctx.body_head_bytes))
     started = time.monotonic()
     try:
         with mapped():
             async with asyncio.timeout(ctx.deadline.remaining()):
-                while not body.truncated:
-                    chunk = await resp.content.readany()
-                    if not chunk:
-                        break
-                    kept = body.add(chunk, cap)
-                    if text is not None:
-                        text.add(kept)
+                await _read_into(resp, body, cap, text)
     except StageError as exc:
         if exc.failure != Failure.TIMEOUT or body.length == 0:
             raise
@@ -441,7 +390,19 @@ async def _read_body(
     return body
 
 
-def all_headers(headers: CIMultiDictProxy[str]) -> tuple[dict[str, str], bool]:
+async def _read_into(resp: _Response, body: _Body, cap: int, text: _Text) -> None:
+    """The body, decoded, into ``body`` and ``text`` until its end or ``cap``: the decoder
+    is asked for one byte more than fits, so a bomb is cut, never inflated past it."""
+    while not body.truncated:
+        raw = await resp.reader.read()
+        out = resp.decoder.feed(raw, cap - body.length + 1) if raw else resp.decoder.flush()
+        if out:
+            text.add(body.add(out, cap))
+        if not raw:
+            return
+
+
+def all_headers(headers: MultiMapping[str]) -> tuple[dict[str, str], bool]:
     """Every header (lower-case names, repeated ones joined by ", ") and whether a cap cut
     any: each value at most MAX_HEADER_VALUE characters, all at most MAX_HEADERS_TOTAL."""
     out: dict[str, str] = {}
@@ -463,7 +424,7 @@ def all_headers(headers: CIMultiDictProxy[str]) -> tuple[dict[str, str], bool]:
     return out, truncated
 
 
-def headers_of_interest(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+def headers_of_interest(headers: MultiMapping[str]) -> dict[str, str]:
     """The headers that tell a censor's box from the origin, each at most MAX_HEADER_VALUE."""
     out: dict[str, str] = {}
     for name in HEADERS_OF_INTEREST:
@@ -503,24 +464,111 @@ def _title(text: str) -> str | None:
     return title[:MAX_TITLE]
 
 
-# --- the connector: aiohttp's sockets go the vantage's way ---------------------
+# --- the client: every connection goes the vantage's way -------------------------
 
 
-class _PinnedResolver(AbstractResolver):
-    """Addresses from the vantage's own resolver; never the system's."""
+@dataclass(slots=True)
+class _Response:
+    """One response in flight: its head, its body still to read, where it came from."""
 
-    def __init__(self, ctx: StageContext, pinned: list[str], reach: frozenset[str]) -> None:
+    head: ResponseHead
+    reader: ResponseReader
+    decoder: BodyDecoder
+    transport: asyncio.BaseTransport
+    key: tuple[bool, str, int]  # (tls, host, port): which later request may reuse it
+    address: str  # the address its connection goes to (not the proxy's)
+
+
+class _Client:
+    """GETs along the vantage's path, the first on the connection TCP/TLS opened.
+
+    Names are resolved only by the vantage's resolver (the target's own by the
+    DNS stage's answer); a connection whose response was read to its end is kept
+    for the next request to the same scheme, host and port, as a browser keeps
+    it. Every transport made or taken over is aborted by :meth:`close`.
+    """
+
+    def __init__(
+        self, ctx: StageContext, handoff: OpenConnection | None, reach: frozenset[str]
+    ) -> None:
         self._ctx = ctx
-        self._known: dict[str, list[str]] = {ctx.target.host: pinned}
+        self._handoff = handoff
+        self._known: dict[str, list[str]] = {ctx.target.host: _pinned_addresses(ctx, handoff)}
         self._reach = reach  # target_reach(ctx), made once per measurement
+        self._made: list[asyncio.BaseTransport] = []
+        self._kept: _Response | None = None  # a finished response's reusable connection
+        self.request_sent = False  # the latest request was written to its connection
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
+    async def get(self, url: URL) -> _Response:
+        """Send GET ``url`` and read its response head (its body is read by the caller)."""
+        self.request_sent = False
+        host, port, tls = url.host or "", url.port or 0, url.scheme == "https"
+        key = (tls, host, port)
+        reader = ResponseReader()
+        transport, address = await self._connection(key, reader)
+        if transport.is_closing():
+            raise StageError(Failure.CONNECTION_RESET, "cannot write to a closing transport")
+        target = url.raw_path_qs or "/"
+        transport.write(  # type: ignore[attr-defined]
+            request_bytes(target, url.host_port_subcomponent or host, request_headers())
+        )
+        self.request_sent = True
+        head = await reader.head()
+        return _Response(head, reader, decoder_for(head), transport, key, address)
+
+    def release(self, resp: _Response) -> None:
+        """Done with ``resp``: keep its connection for reuse if it may be, else abort it."""
+        if resp.reader.complete and resp.head.keep_alive and not resp.transport.is_closing():
+            self._kept = resp
+        else:
+            resp.transport.abort()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Abort every connection of the stage (and the stages' one, if never used):
+        whatever a hostile peer does, none outlives the measurement."""
+        if self._handoff is not None:
+            self._handoff.close()
+            self._handoff = None
+        self._kept = None
+        made, self._made = self._made, []
+        for transport in made:
+            transport.abort()  # type: ignore[attr-defined]  # a no-op once closed
+
+    async def _connection(
+        self, key: tuple[bool, str, int], reader: ResponseReader
+    ) -> tuple[asyncio.BaseTransport, str]:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            if kept.key == key and not kept.transport.is_closing():
+                kept.transport.set_protocol(reader)
+                reader.connection_made(kept.transport)
+                return kept.transport, kept.address
+            kept.transport.abort()  # type: ignore[attr-defined]
+        tls, host, port = key
+        addresses = (await self._addresses(host))[:MAX_ATTEMPTS]
+        server_name = host.rstrip(".") if tls else None
+        conn, self._handoff = self._handoff, None
+        if conn is not None:
+            fits = conn.address in addresses and conn.port == port
+            if fits and (conn.transport is not None) == tls and conn.server_name == server_name:
+                transport = await adopt(conn, lambda: reader)
+                if transport is not None:
+                    self._made.append(transport)
+                    return transport, conn.address
+            else:
+                conn.close()
+        transport, address = await dial(self._ctx, addresses, port, server_name, lambda: reader)
+        self._made.append(transport)
+        return transport, address
+
+    async def _addresses(self, host: str) -> list[str]:
+        """An IP literal itself; a name by the DNS stage's answer or the vantage's resolver."""
+        if is_ip(host):
+            return [host]
         name = host.lower().rstrip(".")
         if name not in self._known:
             self._known[name] = await self._redirect_addresses(name)
-        return [_resolved(name, a, port) for a in self._known[name][:MAX_ATTEMPTS]]
+        return self._known[name]
 
     async def _redirect_addresses(self, name: str) -> list[str]:
         """A redirect's host, by the vantage's resolver; only addresses within reach."""
@@ -533,21 +581,6 @@ class _PinnedResolver(AbstractResolver):
             )
         return usable
 
-    async def close(self) -> None:
-        return None
-
-
-def _resolved(host: str, address: str, port: int) -> ResolveResult:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    return {
-        "hostname": host,
-        "host": address,
-        "port": port,
-        "family": family,
-        "proto": 0,
-        "flags": socket.AI_NUMERICHOST,
-    }
-
 
 def _pinned_addresses(ctx: StageContext, handoff: OpenConnection | None) -> list[str]:
     """The DNS stage's addresses, the one TCP connected to first."""
@@ -557,115 +590,3 @@ def _pinned_addresses(ctx: StageContext, handoff: OpenConnection | None) -> list
         addresses.remove(handoff.address)
         addresses.insert(0, handoff.address)
     return addresses
-
-
-class _VantageConnector(aiohttp.TCPConnector):
-    """Connections along the vantage's path, starting with the one TCP/TLS opened."""
-
-    def __init__(
-        self, ctx: StageContext, handoff: OpenConnection | None, reach: frozenset[str]
-    ) -> None:
-        super().__init__(
-            resolver=_PinnedResolver(ctx, _pinned_addresses(ctx, handoff), reach),
-            use_dns_cache=False,
-            ssl=ctx.net.ssl_context,
-        )
-        self._ctx = ctx
-        self._handoff = handoff
-        #: every connection of this stage (made or taken over) -> the address it goes to
-        self._peers: dict[asyncio.Transport, str] = {}
-        self.last_address: str | None = None  # of the latest request (not the proxy's)
-
-    async def connect(
-        self,
-        req: aiohttp.ClientRequest,
-        traces: list[Any],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
-    ) -> Any:
-        """Note which address the connection for this request goes to (pooled or new)."""
-        conn = await super().connect(req, traces, timeout)
-        transport = conn.transport
-        self.last_address = self._peers.get(transport) if transport is not None else None
-        return conn
-
-    def drop_handoff(self) -> None:
-        if self._handoff is not None:
-            self._handoff.close()
-            self._handoff = None
-
-    def abort_all(self) -> None:
-        """Abort every connection the stage used, once its session is closed.
-
-        Whatever aiohttp did with them (kept one for reuse, began a graceful TLS
-        close that a hostile peer may never answer), none outlives the
-        measurement: nothing more is read from it.
-        """
-        made, self._peers = self._peers, {}
-        for transport in made:
-            transport.abort()  # a no-op for one already closed
-
-    async def _wrap_create_connection(
-        self,
-        *args: Any,
-        addr_infos: list[Any],
-        req: aiohttp.ClientRequest,
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
-        client_error: type[Exception] = aiohttp.ClientConnectorError,
-        **kwargs: Any,
-    ) -> tuple[asyncio.Transport, aiohttp.client_proto.ResponseHandler]:
-        factory = args[0]
-        ssl_ctx = kwargs.get("ssl") or None
-        server_name = kwargs.get("server_hostname") if ssl_ctx else None
-        made = await self._reuse(factory, addr_infos, server_name, ssl_ctx is not None)
-        if made is None:
-            made = await self._dial_any(factory, addr_infos, ssl_ctx, server_name)
-        transport, proto, address = made
-        self._peers[transport] = address
-        return transport, proto
-
-    async def _reuse(
-        self, factory: Any, addr_infos: list[Any], server_name: str | None, tls: bool
-    ) -> tuple[asyncio.Transport, Any, str] | None:
-        """The stages' connection, if it is the one this request wants (used once)."""
-        conn, self._handoff = self._handoff, None
-        if conn is None:
-            return None
-        wanted = {(info[4][0], info[4][1]) for info in addr_infos}
-        fits = (conn.address, conn.port) in wanted and (conn.transport is not None) == tls
-        if not fits or (tls and conn.server_name != server_name):
-            conn.close()
-            return None
-        if conn.transport is None:
-            loop = asyncio.get_running_loop()
-            transport, proto = await loop.create_connection(factory, sock=conn.sock)
-            return transport, proto, conn.address
-        parked = conn.transport.get_protocol()
-        if conn.transport.is_closing() or not isinstance(parked, ParkedProtocol) or parked.lost:
-            conn.close()  # the server hung up meanwhile: dial anew
-            return None
-        proto = factory()
-        parked.hand_over(conn.transport, proto)
-        return conn.transport, proto, conn.address
-
-    async def _dial_any(
-        self, factory: Any, addr_infos: list[Any], ssl_ctx: Any, server_name: str | None
-    ) -> tuple[asyncio.Transport, Any, str]:
-        """The addresses raced along the vantage's path, as the TCP stage races them
-        (Happy Eyeballs); TLS, if wanted, on the one that connected."""
-        infos = addr_infos[:MAX_ATTEMPTS]
-        if not infos:
-            raise StageError(Failure.DNS_NO_ANSWER, "no address to connect to")
-        port = infos[0][4][1]
-        sock, address = await race_connect(self._ctx, [info[4][0] for info in infos], port)
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._ctx.deadline.remaining()):
-                transport, proto = await loop.create_connection(
-                    factory, sock=sock, ssl=ssl_ctx, server_hostname=server_name
-                )
-        except BaseException as exc:
-            sock.close()
-            if isinstance(exc, Exception) and not isinstance(exc, StageError):
-                raise StageError(failure_of(exc), str(exc)) from exc
-            raise
-        return transport, proto, address

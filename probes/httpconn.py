@@ -1,0 +1,75 @@
+"""The HTTP stage's transports: the stages' own connection taken over, or a new one.
+
+Everything the HTTP stage (:mod:`probes.http`) knows about making a transport
+is in these two functions: the TCP and TLS stages' connection given a new
+protocol (:func:`adopt`), and a connection along the vantage's path, with TLS
+if wanted (:func:`dial`, for a redirect to another host). Only public loop and
+transport APIs are used, so any asyncio loop (uvloop too) works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from probes.errors import StageError, failure_of
+from probes.failures import Failure
+from probes.net import OpenConnection, StageContext
+from probes.tcp import MAX_ATTEMPTS, race_connect
+from probes.tls import ParkedProtocol
+
+__all__ = ["adopt", "dial"]
+
+
+async def adopt(
+    conn: OpenConnection, factory: Callable[[], asyncio.Protocol]
+) -> asyncio.BaseTransport | None:
+    """``conn`` as a transport owned by ``factory()``'s protocol; the taker owns it.
+
+    A plain connection gets its transport made here; a TLS one is taken from the
+    protocol that held it since the handshake, with what arrived meanwhile. None
+    (and ``conn`` closed) when the server hung up in between: dial anew.
+    """
+    if conn.transport is None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_connection(factory, sock=conn.sock)
+        except BaseException:
+            conn.close()
+            raise
+        return transport
+    parked = conn.transport.get_protocol()
+    if conn.transport.is_closing() or not isinstance(parked, ParkedProtocol) or parked.lost:
+        conn.close()
+        return None
+    transport, conn.transport = conn.transport, None  # the caller aborts it from now on
+    parked.hand_over(transport, factory())
+    return transport
+
+
+async def dial(
+    ctx: StageContext,
+    addresses: list[str],
+    port: int,
+    server_name: str | None,
+    factory: Callable[[], asyncio.Protocol],
+) -> tuple[asyncio.BaseTransport, str]:
+    """A new connection raced over ``addresses`` along the vantage's path (Happy
+    Eyeballs, as the TCP stage races), TLS with SNI ``server_name`` on it when that
+    is given; the transport and the address it goes to."""
+    if not addresses:
+        raise StageError(Failure.DNS_NO_ANSWER, "no address to connect to")
+    sock, address = await race_connect(ctx, addresses[:MAX_ATTEMPTS], port)
+    loop = asyncio.get_running_loop()
+    ssl = ctx.net.ssl_context if server_name is not None else None
+    try:
+        async with asyncio.timeout(ctx.deadline.remaining()):
+            transport, _ = await loop.create_connection(
+                factory, sock=sock, ssl=ssl, server_hostname=server_name
+            )
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, Exception) and not isinstance(exc, StageError):
+            raise StageError(failure_of(exc), str(exc)) from exc
+        raise
+    return transport, address
