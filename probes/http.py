@@ -27,7 +27,7 @@ import ipaddress
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from multidict import MultiMapping
 from yarl import URL
@@ -38,7 +38,7 @@ from probes.evidence import DNSStage, HTTPHop, HTTPStage
 from probes.failures import Failure
 from probes.fingerprints import BodyScan, FingerprintSet
 from probes.http1 import BodyDecoder, ResponseHead, ResponseReader, decoder_for, request_bytes
-from probes.httpconn import adopt, dial
+from probes.httpconn import Wire, adopt, dial
 from probes.model import is_ip
 from probes.net import OpenConnection, StageContext
 from probes.tcp import MAX_ATTEMPTS
@@ -474,7 +474,7 @@ class _Response:
     head: ResponseHead
     reader: ResponseReader
     decoder: BodyDecoder
-    transport: asyncio.BaseTransport
+    transport: Wire
     key: tuple[bool, str, int]  # (tls, host, port): which later request may reuse it
     address: str  # the address its connection goes to (not the proxy's)
 
@@ -495,7 +495,7 @@ class _Client:
         self._handoff = handoff
         self._known: dict[str, list[str]] = {ctx.target.host: _pinned_addresses(ctx, handoff)}
         self._reach = reach  # target_reach(ctx), made once per measurement
-        self._made: list[asyncio.BaseTransport] = []
+        self._made: list[Wire] = []
         self._kept: _Response | None = None  # a finished response's reusable connection
         self.request_sent = False  # the latest request was written to its connection
 
@@ -509,7 +509,7 @@ class _Client:
         if transport.is_closing():
             raise StageError(Failure.CONNECTION_RESET, "cannot write to a closing transport")
         target = url.raw_path_qs or "/"
-        transport.write(  # type: ignore[attr-defined]
+        transport.write(
             request_bytes(target, url.host_port_subcomponent or host, request_headers())
         )
         self.request_sent = True
@@ -518,10 +518,10 @@ class _Client:
 
     def release(self, resp: _Response) -> None:
         """Done with ``resp``: keep its connection for reuse if it may be, else abort it."""
-        if resp.reader.complete and resp.head.keep_alive and not resp.transport.is_closing():
+        if resp.reader.reusable and resp.head.keep_alive and not resp.transport.is_closing():
             self._kept = resp
         else:
-            resp.transport.abort()  # type: ignore[attr-defined]
+            resp.transport.abort()
 
     def close(self) -> None:
         """Abort every connection of the stage (and the stages' one, if never used):
@@ -532,18 +532,18 @@ class _Client:
         self._kept = None
         made, self._made = self._made, []
         for transport in made:
-            transport.abort()  # type: ignore[attr-defined]  # a no-op once closed
+            transport.abort()  # a no-op once closed
 
     async def _connection(
         self, key: tuple[bool, str, int], reader: ResponseReader
-    ) -> tuple[asyncio.BaseTransport, str]:
+    ) -> tuple[Wire, str]:
         kept, self._kept = self._kept, None
         if kept is not None:
             if kept.key == key and not kept.transport.is_closing():
                 kept.transport.set_protocol(reader)
-                reader.connection_made(kept.transport)
+                reader.connection_made(cast(asyncio.BaseTransport, kept.transport))
                 return kept.transport, kept.address
-            kept.transport.abort()  # type: ignore[attr-defined]
+            kept.transport.abort()
         tls, host, port = key
         addresses = (await self._addresses(host))[:MAX_ATTEMPTS]
         server_name = host.rstrip(".") if tls else None

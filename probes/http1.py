@@ -129,6 +129,12 @@ class ResponseReader(asyncio.Protocol):
     # --- what the caller reads -------------------------------------------------
 
     @property
+    def reusable(self) -> bool:
+        """The response ended as framed and reading is not paused: the connection may
+        carry the next request (what is still buffered of the body is dropped)."""
+        return self._complete and not self._paused
+
+    @property
     def complete(self) -> bool:
         """The whole response arrived (its body to the end the framing announced)."""
         return self._complete
@@ -205,16 +211,22 @@ class ResponseReader(asyncio.Protocol):
     # --- httptools' callbacks --------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         self._raw = []
         self._status_reason = ""
         self._interim = False
 
     def on_status(self, reason: bytes) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         self._status_reason += reason.decode("utf-8", "surrogateescape")
         if len(self._status_reason) > MAX_FIELD_BYTES:
             raise StageError(Failure.HTTP_PROTOCOL_ERROR, "status line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         if self._head is not None:
             return  # a trailer: not part of the head that was recorded
         if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
@@ -227,6 +239,8 @@ class ResponseReader(asyncio.Protocol):
         self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue, 103 Early Hints: the real one follows
@@ -247,6 +261,8 @@ class ResponseReader(asyncio.Protocol):
             self._head_waiter.set_result(self._head)
 
     def on_body(self, body: bytes) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         self._framing = 0
         if not body:
             return
@@ -258,9 +274,13 @@ class ResponseReader(asyncio.Protocol):
         self._wake()
 
     def on_chunk_header(self) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         self._framing = 0
 
     def on_message_complete(self) -> None:
+        if self._ended:
+            return  # a message after the one read (pipelined, unsolicited): not read
         if self._interim:
             self._interim = False
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol, cast
 
 from probes.errors import StageError, failure_of
 from probes.failures import Failure
@@ -18,12 +19,25 @@ from probes.net import OpenConnection, StageContext
 from probes.tcp import MAX_ATTEMPTS, race_connect
 from probes.tls import ParkedProtocol
 
-__all__ = ["adopt", "dial"]
+__all__ = ["Wire", "adopt", "dial"]
+
+
+class Wire(Protocol):
+    """What the HTTP stage uses of a transport: public calls every loop's transports
+    have, plain or TLS (uvloop's TLS transport is no ``asyncio.Transport`` subclass)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
 
 
 async def adopt(
     conn: OpenConnection, factory: Callable[[], asyncio.Protocol]
-) -> asyncio.BaseTransport | None:
+) -> Wire | None:
     """``conn`` as a transport owned by ``factory()``'s protocol; the taker owns it.
 
     A plain connection gets its transport made here; a TLS one is taken from the
@@ -37,14 +51,14 @@ async def adopt(
         except BaseException:
             conn.close()
             raise
-        return transport
+        return cast(Wire, transport)
     parked = conn.transport.get_protocol()
     if conn.transport.is_closing() or not isinstance(parked, ParkedProtocol) or parked.lost:
         conn.close()
         return None
     transport, conn.transport = conn.transport, None  # the caller aborts it from now on
     parked.hand_over(transport, factory())
-    return transport
+    return cast(Wire, transport)
 
 
 async def dial(
@@ -53,7 +67,7 @@ async def dial(
     port: int,
     server_name: str | None,
     factory: Callable[[], asyncio.Protocol],
-) -> tuple[asyncio.BaseTransport, str]:
+) -> tuple[Wire, str]:
     """A new connection raced over ``addresses`` along the vantage's path (Happy
     Eyeballs, as the TCP stage races), TLS with SNI ``server_name`` on it when that
     is given; the transport and the address it goes to."""
@@ -72,4 +86,4 @@ async def dial(
         if isinstance(exc, Exception) and not isinstance(exc, StageError):
             raise StageError(failure_of(exc), str(exc)) from exc
         raise
-    return transport, address
+    return cast(Wire, transport), address
