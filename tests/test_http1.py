@@ -221,3 +221,34 @@ async def test_a_reset_after_part_of_the_page_keeps_what_was_shown() -> None:
     http = await _measure(script)
     assert not http.ok and http.failure == Failure.CONNECTION_RESET and http.request_sent
     assert http.body_signatures == []  # the page's start was scanned before the reset
+
+
+async def test_a_measurement_cancelled_mid_body_leaves_no_socket_open() -> None:
+    head_sent = asyncio.Event()
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await _request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n<html>")
+        await w.drain()
+        head_sent.set()
+        await r.read()  # until the client goes away
+
+    dns = await FakeDNS({HOST: ["A 127.0.0.1"]}).start()
+    net = VantageNet(Vantage("v", ResolverSpec("udp", LOOPBACK, dns.port)), ca_file=None)
+    try:
+        async with _server(script) as port:
+            before = _open_fds()
+            task = asyncio.create_task(
+                measure(Target.parse(f"http://{HOST}:{port}/"), net.vantage, net,
+                        timeout=30.0, max_body_bytes=CAP)
+            )  # fmt: skip
+            await head_sent.wait()
+            await asyncio.sleep(0.05)  # the head is in; the body is being waited for
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0)
+            assert _open_fds() <= before, "a cancelled measurement left a socket open"
+    finally:
+        await net.aclose()
+        await dns.close()
