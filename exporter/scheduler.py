@@ -193,6 +193,7 @@ class Monitor:
             self.board.store_writes_failed = lambda: store.write_failures
         self._store = store
         self._log = log
+        self._pool = pool
         self._factory = default_runners(pool) if runner is None else _runners(runner, probe_runner)
         self._runner, self._probe_runner = self._factory(config)
         self._keep_fingerprints(config)
@@ -411,16 +412,23 @@ class Monitor:
 
         runner = self._probe_runner
         m = await runner.measure(Job(service, target, vantage))
+        context = self.probe_context(service, target.url, vantage.name)
+        # added last, the fresh measurement replaces a scheduled one of the same key
+        return runner.judge(m, Observations([*context, m]))
+
+    def probe_context(self, service: str, target: str, vantage: str) -> list[Measurement]:
+        """What a /probe of (service, target) at a vantage is judged with: the control's
+        latest scheduled measurement of it and the latest canaries (the control's, the
+        vantage's). Also asked for by the processes that answer /probe (exporter.cores)."""
         context: list[Measurement] = []
         control = self.config.control
-        if control is not None and control.name != vantage.name:
-            ctl = self._observations.get(service, target.url, control.name)
+        if control is not None and control.name != vantage:
+            ctl = self._observations.get(service, target, control.name)
             if ctl is not None:
                 context.append(ctl)
             context += self._observations.canaries.get(control.name, [])
-        context += self._observations.canaries.get(vantage.name, [])
-        # added last, the fresh measurement replaces a scheduled one of the same key
-        return runner.judge(m, Observations([*context, m]))
+        context += self._observations.canaries.get(vantage, [])
+        return context
 
     def _keep_fingerprints(self, config: Config) -> None:
         """The config's fingerprints beside the log, so the log re-judges without it."""
@@ -449,6 +457,8 @@ class Monitor:
         self._runner, self._probe_runner = self._factory(config)
         self._keep_fingerprints(config)
         self._policy = self._new_policy(config)
+        if self._pool is not None:  # the processes answering /probe switch too
+            self._pool.broadcast(("config", config))
         self.board.reload_ok, self.board.reload_time = True, time.time()
         self._wake.set()
         await self._drain(old_tasks, bound=config.defaults.timeout)

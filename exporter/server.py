@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -524,29 +525,59 @@ async def serve(
         return EXIT_FAILED
     log = ProbeLog(data_dir)
     pool = None
+    sockdir: str | None = None
+    monitor: Monitor | None = None
     if options.workers:
+        import tempfile
+
+        from exporter.cores import CoreSettings
         from probes.workers import MeasuringPool
 
-        pool = MeasuringPool(options.workers)
-        try:
-            await pool.start()
-        except OSError as exc:
-            events.serve_failed(f"cannot start {options.workers} measuring workers: {exc}")
-            await pool.aclose()
-            log.close()
-            await store.aclose()
-            return EXIT_FAILED
+        sockdir = tempfile.mkdtemp(prefix="lifeline-serve-")  # 0700: ours alone
+        parent_socket = os.path.join(sockdir, "main.sock")
+        settings: list[CoreSettings] = []  # the listening address, once it is known
+
+        def hello(index: int) -> list[object]:
+            assert monitor is not None and settings
+            return [("serve", settings[0], monitor.config)]
+
+        async def on_ask(question: Any) -> Any:
+            assert monitor is not None
+            if question[0] == "context":
+                return monitor.probe_context(*question[1:])
+            raise LookupError(f"unknown question {question[0]!r}")
+
+        pool = MeasuringPool(options.workers, module="exporter.cores", hello=hello, on_ask=on_ask)
     monitor = Monitor(config, store=store, log=log, pool=pool)
     server = Server(monitor, config_path=config.path, web_config=options.web, agent=options.agent)
-    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=config.defaults.timeout)
+    app = server.app()
+    if pool is not None:
+        from exporter.cores import stamp
+
+        app.on_response_prepare.append(stamp("main"))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.defaults.timeout)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
-        await monitor.start()
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=options.web.ssl_context())
+        site = web.TCPSite(
+            runner, host, port, ssl_context=options.web.ssl_context(), reuse_port=pool is not None
+        )
         await site.start()
         url = _url(runner, options.web)
+        if pool is not None and sockdir is not None:
+            await web.UnixSite(runner, parent_socket).start()
+            bound = runner.addresses[0][1]
+            settings.append(
+                CoreSettings(host, bound, options.web, parent_socket,
+                             options.log_level, options.log_format)
+            )  # fmt: skip
+            try:
+                await pool.start()  # each worker listens on the same address as it starts
+            except OSError as exc:
+                events.serve_failed(f"cannot start {options.workers} measuring workers: {exc}")
+                return EXIT_FAILED
+        await monitor.start()
         _say(f"listening on {url}")
         events.serve_started(url, config_counts(config))
         if on_listening is not None:
@@ -566,6 +597,10 @@ async def serve(
         await monitor.aclose()
         if pool is not None:
             await pool.aclose()
+        if sockdir is not None:
+            import shutil
+
+            shutil.rmtree(sockdir, ignore_errors=True)
         log.close()
         await store.aclose()
     events.serve_stopped()

@@ -29,9 +29,10 @@ import pickle
 import socket
 import struct
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from probes.defaults import DEFAULT_BODY_HEAD_BYTES
 from probes.failures import unknown
@@ -39,7 +40,7 @@ from probes.fingerprints import FingerprintSet
 from probes.model import Target, Vantage
 from probes.records import Measurement
 
-__all__ = ["WORKER_GRACE_S", "MeasuringPool", "parse_workers"]
+__all__ = ["WORKER_GRACE_S", "Channel", "Extension", "MeasuringPool", "parse_workers"]
 
 #: Time allowed on top of a measurement's budget before the parent gives up on a worker.
 WORKER_GRACE_S = 5.0
@@ -130,14 +131,36 @@ class _Worker:
         return self.writer is not None and not self.writer.is_closing()
 
 
-class MeasuringPool:
-    """N worker processes that measure; :meth:`measure` picks the least busy one."""
+#: What a worker may ask its parent (``("ask", id, question)`` frames): question -> answer.
+AskHandler = Callable[[Any], Awaitable[Any]]
 
-    def __init__(self, size: int, *, python: str | None = None) -> None:
+
+class MeasuringPool:
+    """N worker processes that measure; :meth:`measure` picks the least busy one.
+
+    ``module`` is what each worker runs (``python -m module FD``): ``probes.workers``
+    measures only; ``serve`` runs ``exporter.cores``, which also answers ``/probe``.
+    ``hello(index)`` gives the frames a worker is sent as soon as it starts (and
+    again when it is restarted); ``on_ask`` answers what a worker asks its parent.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        python: str | None = None,
+        module: str = "probes.workers",
+        hello: Callable[[int], list[object]] | None = None,
+        on_ask: AskHandler | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("a measuring pool needs at least one worker")
         self.size = size
         self._python = python or sys.executable
+        self._module = module
+        self._hello = hello
+        self._on_ask = on_ask
+        self._answers: set[asyncio.Task[None]] = set()
         self._workers = [_Worker(i) for i in range(size)]
         self._ids = itertools.count(1)
         self._closing = False
@@ -160,8 +183,9 @@ class MeasuringPool:
             w.proc = await asyncio.create_subprocess_exec(
                 self._python,
                 "-m",
-                "probes.workers",
+                self._module,
                 str(child.fileno()),
+                str(w.index),
                 pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 env=env,
@@ -176,6 +200,8 @@ class MeasuringPool:
         w.fingerprints_sent = set()
         w.starts += 1
         w.ended = None
+        for frame in self._hello(w.index) if self._hello is not None else []:
+            writer.write(_frame(frame))
         w.reader_task = asyncio.create_task(self._read(w, reader), name=f"worker-{w.index}")
 
     async def _read(self, w: _Worker, reader: asyncio.StreamReader) -> None:
@@ -185,6 +211,9 @@ class MeasuringPool:
                 frame = await _read_frame(reader)
                 if frame is None:
                     break
+                if frame[0] == "ask":
+                    self._answer(w, frame[1], frame[2])
+                    continue
                 ident, measurement = frame
                 fut = w.pending.pop(ident, None)
                 if fut is not None and not fut.done():
@@ -207,6 +236,35 @@ class MeasuringPool:
                 task = asyncio.create_task(self._restart(w))
                 self._restarts.add(task)
                 task.add_done_callback(self._restarts.discard)
+
+    def _answer(self, w: _Worker, ident: int, question: Any) -> None:
+        """Answer a worker's question (``on_ask``) when it is ready; a failure is the answer."""
+
+        async def answer() -> None:
+            try:
+                if self._on_ask is None:
+                    raise LookupError("this pool answers no questions")
+                reply: Any = ("answer", ident, True, await self._on_ask(question))
+            except Exception as exc:  # told to the worker, which decides
+                reply = ("answer", ident, False, f"{type(exc).__name__}: {exc}")
+            if w.alive:
+                assert w.writer is not None
+                with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                    w.writer.write(_frame(reply))
+
+        task = asyncio.create_task(answer())
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    def broadcast(self, frame: object) -> None:
+        """Send a frame to every live worker (a new config, say); a dead one gets its
+        ``hello`` when it is started again."""
+        data = _frame(frame)
+        for w in self._workers:
+            if w.alive:
+                assert w.writer is not None
+                with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                    w.writer.write(data)
 
     async def _reap(self, w: _Worker) -> int | None:
         proc = w.proc
@@ -310,9 +368,9 @@ class MeasuringPool:
     async def aclose(self) -> None:
         """Close the sockets (the workers exit on their own), then reap them."""
         self._closing = True
-        for t in list(self._restarts):
+        for t in [*self._restarts, *self._answers]:
             t.cancel()
-        await asyncio.gather(*self._restarts, return_exceptions=True)
+        await asyncio.gather(*self._restarts, *self._answers, return_exceptions=True)
         for w in self._workers:
             if w.writer is not None:
                 w.writer.close()
@@ -327,12 +385,59 @@ class _WorkerGone(Exception):
 # --- the worker's side -------------------------------------------------------------------
 
 
-async def _work(fd: int) -> None:
+class Channel:
+    """A worker's end of the socket: answers to send, questions to ask the parent."""
+
+    def __init__(self, writer: asyncio.StreamWriter, index: int) -> None:
+        self.writer = writer
+        self.index = index
+        self._ids = itertools.count(1)
+        self._asked: dict[int, asyncio.Future[Any]] = {}
+
+    def send(self, obj: object) -> None:
+        self.writer.write(_frame(obj))
+
+    async def ask(self, question: object) -> Any:
+        """The parent's answer (its ``on_ask``); raises ``LookupError`` with its error."""
+        ident = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._asked[ident] = fut
+        try:
+            self.send(("ask", ident, question))
+            return await fut
+        finally:
+            self._asked.pop(ident, None)
+
+    def answered(self, ident: int, ok: bool, value: Any) -> None:
+        fut = self._asked.get(ident)
+        if fut is not None and not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(LookupError(value))
+
+    def close(self) -> None:
+        for fut in self._asked.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("the parent went away"))
+
+
+class Extension(Protocol):
+    """More than measuring in a worker (``exporter.cores``: listening for /probe)."""
+
+    async def frame(self, frame: tuple[Any, ...], channel: Channel) -> None:
+        """A frame this module does not know (the extension's own, e.g. a new config)."""
+
+    async def aclose(self) -> None: ...
+
+
+async def _work(fd: int, index: int = 0, extension: Extension | None = None) -> None:
     from probes.measure import measure
     from probes.net import VantageNet
 
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
+    channel = Channel(writer, index)
     nets: dict[tuple[Vantage, str | None], VantageNet] = {}
     tasks: dict[int, asyncio.Task[None]] = {}
     known: dict[int, FingerprintSet] = {}  # the fingerprint sets sent, by key
@@ -375,9 +480,16 @@ async def _work(fd: int) -> None:
                 task = tasks.pop(frame[1], None)
                 if task is not None:
                     task.cancel()
+            elif isinstance(frame, tuple) and frame[:1] == ("answer",):
+                channel.answered(frame[1], frame[2], frame[3])
+            elif isinstance(frame, tuple) and extension is not None:
+                await extension.frame(frame, channel)
     except (ConnectionError, OSError):
         pass
     finally:
+        channel.close()
+        if extension is not None:
+            await extension.aclose()
         for task in list(tasks.values()):
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -388,16 +500,22 @@ async def _work(fd: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m probes.workers FD (started by `lifeline serve --workers`)",
+    if not 1 <= len(args) <= 2 or not all(a.isdigit() for a in args):
+        print("usage: python -m probes.workers FD [INDEX] (started by `lifeline serve --workers`)",
               file=sys.stderr)  # fmt: skip
         return 2
+    ignore_group_signals()
+    asyncio.run(_work(int(args[0]), int(args[1]) if len(args) > 1 else 0))
+    return 0
+
+
+def ignore_group_signals() -> None:
+    """The parent decides when to stop and reload: ^C in a terminal (SIGINT) and a
+    SIGHUP sent to the whole group reach the parent, which tells its workers."""
     import signal
 
-    # the parent decides when to stop: ^C in a terminal reaches the whole group
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_work(int(args[0])))
-    return 0
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

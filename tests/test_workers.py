@@ -211,3 +211,49 @@ def test_auto_is_one_worker_per_usable_cpu() -> None:
     cpus = len(os.sched_getaffinity(0))
     assert parse_workers("auto") == (0 if cpus < 2 else cpus)
     assert parse_workers("3") == 3 and parse_workers("0") == 0
+
+
+def _answered_by(url: str, what: str, wanted: int, **kwargs: object) -> set[str]:
+    """The processes (``Lifeline-Process``) that answered ``url``, asked until ``wanted`` of
+    them have (each request a new connection, which the kernel hands to one listener)."""
+    seen: set[str] = set()
+    for _ in range(400):  # a hang guard: with three listeners, two show up in a few requests
+        code, headers, text = http(url, **kwargs)  # type: ignore[arg-type]
+        assert code == 200, (what, code, text)
+        seen.add(headers["Lifeline-Process"])
+        if len(seen) >= wanted:
+            break
+    return seen
+
+
+def test_probe_is_answered_in_every_process_and_the_rest_from_one_board(
+    lab: LabThread, tmp_path: Path
+) -> None:
+    s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data", "--workers", "2")
+    try:
+        wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
+        pids = _children(s.proc.pid)
+        wait_for("the first full round", lambda: ready(s))
+        blocked = next(r["target"] for r in lab.expected if r["service"] == "dns-nxdomain"
+                       and r["target"].startswith("https://"))  # fmt: skip
+        url = f"{s.url}probe?target={quote(blocked)}&vantage=censored"
+        seen = _answered_by(url, "/probe", 3)
+        assert seen == {"main", "worker 0", "worker 1"}, seen
+        # judged in each process with the schedule's context: the same verdict everywhere
+        for _ in range(12):
+            code, _, text = http(url)
+            assert metric(text, "lifeline_verdict", verdict="dns_blocked") == [1], text
+        # everything else comes from the main process's one board, whichever listener took it
+        pages = {}
+        for _ in range(12):
+            code, headers, text = http(s.url + "metrics")
+            assert code == 200 and headers["Lifeline-Process"] == "main"
+            pages[text.count("\nlifeline_verdict{")] = text
+        assert len(pages) == 1, "every scrape shows the same series"
+        code, headers, text = http(s.url + "api/v1/status", method="GET")
+        assert code == 200 and headers["Lifeline-Process"] == "main"
+        code, headers, _ = http(s.url + "-/ready")
+        assert code == 200 and headers["Lifeline-Process"] == "main"
+    finally:
+        assert stop(s.proc) == 0, s.err.read_text()
+    assert not any(_alive(p) for p in pids), "workers outlived serve"
