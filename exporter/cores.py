@@ -145,6 +145,7 @@ class _Listener:
         self._monitor: _ProbeMonitor | None = None
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
+        self._told: asyncio.Task[Any] | None = None
 
     async def frame(self, frame: tuple[Any, ...], channel: Channel) -> None:
         kind = frame[0]
@@ -190,6 +191,8 @@ class _Listener:
         except OSError as exc:  # the parent listens there: this should not happen
             print(f"lifeline: worker {channel.index} cannot listen: {exc}", file=sys.stderr)
             raise ConnectionError(str(exc)) from exc
+        # told, not awaited: the answer comes through the loop that is running this frame
+        self._told = asyncio.create_task(channel.ask(("listening", channel.index)))
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         """The request as it came, to the parent; its answer as it comes back."""
@@ -221,6 +224,9 @@ class _Listener:
             return web.Response(status=503, text=f"lifeline's main process did not answer: {exc}\n")
 
     async def aclose(self) -> None:
+        if self._told is not None:
+            self._told.cancel()
+            await asyncio.gather(self._told, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

@@ -56,6 +56,8 @@ STATUS_SCHEMA = "lifeline.status/1"
 #: Most records one /api/v1/measurements request returns.
 MAX_RECORDS = 100_000
 DEFAULT_RECORDS = 10_000
+#: How long `serve --workers N` waits for its workers to listen before it gives up.
+WORKERS_START_S = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -541,10 +543,18 @@ async def serve(
             assert monitor is not None and settings
             return [("serve", settings[0], monitor.config)]
 
+        listening: set[int] = set()  # the workers that listen
+        all_listening = asyncio.Event()
+
         async def on_ask(question: Any) -> Any:
             assert monitor is not None
             if question[0] == "context":
                 return monitor.probe_context(*question[1:])
+            if question[0] == "listening":
+                listening.add(question[1])
+                if len(listening) >= options.workers:
+                    all_listening.set()
+                return None
             raise LookupError(f"unknown question {question[0]!r}")
 
         pool = MeasuringPool(options.workers, module="exporter.cores", hello=hello, on_ask=on_ask)
@@ -574,8 +584,11 @@ async def serve(
             )  # fmt: skip
             try:
                 await pool.start()  # each worker listens on the same address as it starts
-            except OSError as exc:
-                events.serve_failed(f"cannot start {options.workers} measuring workers: {exc}")
+                async with asyncio.timeout(WORKERS_START_S):
+                    await all_listening.wait()
+            except (OSError, TimeoutError) as exc:
+                why = str(exc) or f"not all listened within {WORKERS_START_S:.0f} s"
+                events.serve_failed(f"cannot start {options.workers} measuring workers: {why}")
                 return EXIT_FAILED
         await monitor.start()
         _say(f"listening on {url}")

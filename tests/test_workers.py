@@ -6,12 +6,16 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import bcrypt
 import pytest
+import yaml
 
 from probes.classify import classify
 from probes.config import load_config
@@ -21,7 +25,18 @@ from probes.lab import LabThread
 from probes.model import ResolverSpec, Target, Vantage
 from probes.runner import Runner
 from probes.workers import MeasuringPool, parse_workers
-from tests.test_serve import fast_config, http, metric, ready, start_serve, stop, verdicts, wait_for
+from tests.test_serve import (
+    basic,
+    fast_config,
+    http,
+    metric,
+    ready,
+    self_signed,
+    start_serve,
+    stop,
+    verdicts,
+    wait_for,
+)
 
 
 def _children(pid: int) -> set[int]:
@@ -213,17 +228,27 @@ def test_auto_is_one_worker_per_usable_cpu() -> None:
     assert parse_workers("3") == 3 and parse_workers("0") == 0
 
 
-def _answered_by(url: str, what: str, wanted: int, **kwargs: object) -> set[str]:
-    """The processes (``Lifeline-Process``) that answered ``url``, asked until ``wanted`` of
-    them have (each request a new connection, which the kernel hands to one listener)."""
-    seen: set[str] = set()
-    for _ in range(400):  # a hang guard: with three listeners, two show up in a few requests
-        code, headers, text = http(url, **kwargs)  # type: ignore[arg-type]
-        assert code == 200, (what, code, text)
-        seen.add(headers["Lifeline-Process"])
+def _by_process(url: str, wanted: int = 3, **kwargs: Any) -> dict[str, tuple[int, str]]:
+    """(status, body) by the process that answered (``Lifeline-Process``), asked until
+    ``wanted`` of them have (each request is a new connection, which the kernel hands to
+    one of the listeners)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for _ in range(400):  # a hang guard: with three listeners, all show up in a few requests
+        code, headers, text = http(url, **kwargs)
+        seen.setdefault(headers.get("Lifeline-Process", "?"), (code, text))
         if len(seen) >= wanted:
             break
     return seen
+
+
+def _answered_by(url: str, what: str, wanted: int, **kwargs: Any) -> set[str]:
+    """The processes that answered ``url``, each with 200."""
+    seen = _by_process(url, wanted, **kwargs)
+    assert all(code == 200 for code, _ in seen.values()), (what, seen)
+    return set(seen)
+
+
+EVERY = {"main", "worker 0", "worker 1"}
 
 
 def test_probe_is_answered_in_every_process_and_the_rest_from_one_board(
@@ -257,3 +282,87 @@ def test_probe_is_answered_in_every_process_and_the_rest_from_one_board(
     finally:
         assert stop(s.proc) == 0, s.err.read_text()
     assert not any(_alive(p) for p in pids), "workers outlived serve"
+
+
+def test_a_reload_reaches_every_process(lab: LabThread, tmp_path: Path) -> None:
+    config = fast_config(lab.config_path, tmp_path)
+    s = start_serve(config, tmp_path / "data", "--workers", "2")
+    try:
+        wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
+        newly = f"{s.url}probe?target=dns://www.newly.lifeline.test&vantage=control"
+        refused = _by_process(newly)
+        assert set(refused) == EVERY and all(c == 400 for c, _ in refused.values()), refused
+        document = yaml.safe_load(config.read_text())
+        document["probe"]["allow"].append("dns://*.newly.lifeline.test")
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
+        code, headers, body = http(s.url + "-/reload", method="POST")
+        assert code == 200 and headers["Lifeline-Process"] == "main", body  # wherever it landed
+        admitted = wait_for("every process on the new config",
+                            lambda: (seen := _by_process(newly)) and all(
+                                c == 200 for c, _ in seen.values()) and seen)  # fmt: skip
+        assert set(admitted) == EVERY
+        for _, text in admitted.values():
+            assert metric(text, "probe_success") == [0]  # measured: the lab does not know it
+        # and back through SIGHUP to the main process alone
+        document["probe"]["allow"].remove("dns://*.newly.lifeline.test")
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for("every process on the old config again",
+                 lambda: all(c == 400 for c, _ in _by_process(newly).values()))  # fmt: skip
+        assert set(_by_process(newly)) == EVERY
+    finally:
+        assert stop(s.proc) == 0, s.err.read_text()
+
+
+def test_a_killed_worker_is_restarted_and_listens_again(lab: LabThread, tmp_path: Path) -> None:
+    s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data", "--workers", "2")
+    try:
+        wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
+        before = _children(s.proc.pid)
+        probe = f"{s.url}probe?target=dns://www.allowed.lifeline.test&vantage=control"
+        assert _answered_by(probe, "/probe", 3) == EVERY
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        wait_for("a new worker", lambda: (now := _children(s.proc.pid)) and len(now) == 2
+                 and victim not in now)  # fmt: skip
+        assert _answered_by(probe, "/probe", 3) == EVERY  # the new one listens too
+        _, _, text = http(s.url + "metrics")
+        assert metric(text, "lifeline_measuring_worker_restarts_total") == [1]
+        assert metric(text, "lifeline_measuring_workers_running") == [2]
+        assert s.proc.poll() is None
+    finally:
+        assert stop(s.proc) == 0, s.err.read_text()
+    assert not any(_alive(p) for p in _children(s.proc.pid) | before)
+
+
+def test_tls_and_basic_auth_on_every_listener(lab: LabThread, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({
+        "tls_server_config": {"cert_file": cert.name, "key_file": key.name},
+        "basic_auth_users": {"prometheus": hashed},
+    }))  # fmt: skip
+    s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data",
+                    "--workers", "2", "--web-config", str(web))  # fmt: skip
+    try:
+        assert s.url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
+        probe = "probe?target=dns://www.allowed.lifeline.test&vantage=control"
+        refused = _by_process(s.url + probe, context=ctx)
+        assert set(refused) == EVERY and all(c == 401 for c, _ in refused.values()), refused
+        wrong = _by_process(s.url + probe, context=ctx, headers=basic("prometheus", "wrong"))
+        assert set(wrong) == EVERY and all(c == 401 for c, _ in wrong.values()), wrong
+        good = _by_process(s.url + probe, context=ctx, headers=basic("prometheus", "s3cret"))
+        assert set(good) == EVERY and all(c == 200 for c, _ in good.values()), good
+        for path in ("metrics", "-/healthy", "api/v1/status"):
+            # forwarded from whichever listener took them, checked in the main process
+            for _ in range(12):
+                code, headers, _ = http(s.url + path, context=ctx)
+                assert code == 401 and headers["Lifeline-Process"] == "main", path
+                assert headers.get("WWW-Authenticate", "").startswith("Basic")
+                code, _, _ = http(s.url + path, context=ctx, headers=basic("prometheus", "s3cret"))
+                assert code == 200, path
+    finally:
+        assert stop(s.proc) == 0, s.err.read_text()
