@@ -186,13 +186,13 @@ class _Listener:
             ssl_context=settings.web.ssl_context(),
             reuse_port=True,
         )
+        error = None
         try:
             await site.start()
-        except OSError as exc:  # the parent listens there: this should not happen
-            print(f"lifeline: worker {channel.index} cannot listen: {exc}", file=sys.stderr)
-            raise ConnectionError(str(exc)) from exc
+        except OSError as exc:  # the port is taken (by a program without SO_REUSEPORT)
+            error = str(exc)
         # told, not awaited: the answer comes through the loop that is running this frame
-        self._told = asyncio.create_task(channel.ask(("listening", channel.index)))
+        self._told = asyncio.create_task(channel.ask(("listening", channel.index, error)))
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         """The request as it came, to the parent; its answer as it comes back."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -544,15 +545,18 @@ async def serve(
             return [("serve", settings[0], monitor.config)]
 
         listening: set[int] = set()  # the workers that listen
+        listen_errors: list[str] = []
         all_listening = asyncio.Event()
 
         async def on_ask(question: Any) -> Any:
             assert monitor is not None
             if question[0] == "context":
                 return monitor.probe_context(*question[1:])
-            if question[0] == "listening":
+            if question[0] == "listening":  # (index, why it cannot listen or None)
                 listening.add(question[1])
-                if len(listening) >= options.workers:
+                if question[2] is not None:
+                    listen_errors.append(question[2])
+                if len(listening) >= options.workers or listen_errors:
                     all_listening.set()
                 return None
             raise LookupError(f"unknown question {question[0]!r}")
@@ -570,26 +574,33 @@ async def serve(
     loop = asyncio.get_running_loop()
     try:
         await runner.setup()
-        site = web.TCPSite(
-            runner, host, port, ssl_context=options.web.ssl_context(), reuse_port=pool is not None
-        )
-        await site.start()
-        url = _url(runner, options.web)
+        ssl_context = options.web.ssl_context()
         if pool is not None and sockdir is not None:
+            # the workers listen first, so that the first clients' connections (kept
+            # alive, as Prometheus and load generators keep them) are spread over them
             await web.UnixSite(runner, parent_socket).start()
-            bound = runner.addresses[0][1]
-            settings.append(
-                CoreSettings(host, bound, options.web, parent_socket,
-                             options.log_level, options.log_format)
-            )  # fmt: skip
-            try:
-                await pool.start()  # each worker listens on the same address as it starts
-                async with asyncio.timeout(WORKERS_START_S):
-                    await all_listening.wait()
-            except (OSError, TimeoutError) as exc:
-                why = str(exc) or f"not all listened within {WORKERS_START_S:.0f} s"
-                events.serve_failed(f"cannot start {options.workers} measuring workers: {why}")
-                return EXIT_FAILED
+            with _reserved_port(host, port) as bound:
+                settings.append(
+                    CoreSettings(host, bound, options.web, parent_socket,
+                                 options.log_level, options.log_format)
+                )  # fmt: skip
+                try:
+                    await pool.start()  # each worker listens on the address as it starts
+                    async with asyncio.timeout(WORKERS_START_S):
+                        await all_listening.wait()
+                except (OSError, TimeoutError) as exc:
+                    why = str(exc) or f"not all listened within {WORKERS_START_S:.0f} s"
+                    events.serve_failed(f"cannot start {options.workers} measuring workers: {why}")
+                    return EXIT_FAILED
+                if listen_errors:
+                    raise OSError(listen_errors[0])
+                port = bound
+                site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=True)
+                await site.start()
+        else:
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            await site.start()
+        url = _url(runner, options.web)
         await monitor.start()
         _say(f"listening on {url}")
         events.serve_started(url, config_counts(config))
@@ -619,6 +630,22 @@ async def serve(
     events.serve_stopped()
     _say("stopped")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _reserved_port(host: str | None, port: int) -> Iterator[int]:
+    """``port``, or for ``:0`` a free one, held (bound, not listening, ``SO_REUSEPORT``)
+    while the processes that share it start listening on it."""
+    import socket
+
+    if port:
+        yield port
+        return
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host or "", 0))
+        yield sock.getsockname()[1]
 
 
 def _url(runner: web.AppRunner, wc: WebConfig) -> str:
