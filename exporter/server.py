@@ -649,7 +649,8 @@ def _reserved_port(host: str | None, port: int) -> Iterator[int]:
 
 
 def _url(runner: web.AppRunner, wc: WebConfig) -> str:
-    host, port = runner.addresses[0][:2]
+    # the TCP listener's (a Unix socket's address, with --workers, is a path)
+    host, port = next(a for a in runner.addresses if isinstance(a, tuple))[:2]
     shown = f"[{host}]" if ":" in host else host
     return f"{'https' if wc.tls else 'http'}://{shown}:{port}/"
 

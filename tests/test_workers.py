@@ -366,3 +366,22 @@ def test_tls_and_basic_auth_on_every_listener(lab: LabThread, tmp_path: Path) ->
                 assert code == 200, path
     finally:
         assert stop(s.proc) == 0, s.err.read_text()
+
+
+def test_workers_die_with_a_killed_serve_and_free_the_port(lab: LabThread, tmp_path: Path) -> None:
+    s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data", "--workers", "2")
+    try:
+        wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
+        workers = _children(s.proc.pid)
+        probe = f"{s.url}probe?target=dns://www.allowed.lifeline.test&vantage=control"
+        assert _answered_by(probe, "/probe", 3) == EVERY
+    finally:
+        s.proc.kill()  # no chance to tell anyone
+        s.proc.wait()
+    wait_for("the workers to exit", lambda: not any(_alive(p) for p in workers))
+    host, port = s.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with socket.socket() as again:  # nobody listens there any more
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not LISTEN
+        again.bind((host, int(port)))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=60).close()
