@@ -118,9 +118,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        default="0",
+        default="auto",
         metavar="N",
-        help="measure in N worker processes, or 'auto' (one per CPU); 0 (default): in-process",
+        help=(
+            "N worker processes, or 'auto' (one per CPU): each measures its share of the "
+            "schedule and answers /probe on --listen itself (SO_REUSEPORT); everything else "
+            "is answered from the one board in this process. Default 'auto' (on one CPU: 0, "
+            "all in-process; measured faster on /probe with 2 on 2 cores: docs/performance.md)"
+        ),
     )
     _log_args(p)
 

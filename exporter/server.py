@@ -679,7 +679,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions | None:
     from probes.workers import parse_workers
 
     try:
-        workers = parse_workers(getattr(args, "workers", "0"))
+        workers = parse_workers(getattr(args, "workers", "auto"))
     except ValueError as exc:
         print(f"lifeline: {exc}", file=sys.stderr)
         return None
