@@ -1,7 +1,8 @@
-"""`serve` on every core: a worker process that measures and answers ``/probe`` itself.
+"""`serve` on every core: worker processes that measure and answer ``/probe`` themselves.
 
-``serve --workers N`` starts N of these (``python -m exporter.cores FD INDEX``,
-children of `serve`, through :class:`probes.workers.MeasuringPool`). Each one
+``serve --workers N`` starts N of them (``python -m exporter.coreworker FD INDEX``,
+children of `serve`, through :class:`probes.workers.MeasuringPool`); this module is
+`serve`'s side of them (:class:`WorkerSet`), ``exporter.coreworker`` theirs. Each one
 
 - measures what the parent's schedule sends it, as ``probes.workers`` does
   (the schedule, judging, confirmation, the board, the store and the probe
@@ -27,38 +28,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import os
+import shutil
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
+from aiohttp import web
 
 from exporter.webconfig import WebConfig
-from probes.model import Config, Target, Vantage
-from probes.records import Result
 
 if TYPE_CHECKING:
-    from probes.workers import Channel
+    from exporter.scheduler import Monitor
 
-__all__ = ["PROCESS_HEADER", "CoreSettings", "main"]
+__all__ = ["PROCESS_HEADER", "WORKERS_START_S", "CoreSettings", "WorkerSet", "stamp"]
+
+#: How long `serve --workers N` waits for its workers to listen before it gives up.
+WORKERS_START_S = 60.0
 
 #: The response header naming the process that answered.
 PROCESS_HEADER = "Lifeline-Process"
-#: Headers that belong to one hop of a connection (RFC 9110 7.6.1), not forwarded.
-_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    }
-)
-
-
 @dataclass(frozen=True, slots=True)
 class CoreSettings:
     """What a worker needs to listen beside its parent (sent in its first frame)."""
@@ -80,176 +70,117 @@ def stamp(name: str) -> Any:
     return on_prepare
 
 
-class _ProbeMonitor:
-    """What :class:`exporter.server.Server` reads of a monitor, for /probe in a worker."""
+class WorkerSet:
+    """`serve`'s side of its workers: the pool, the Unix socket they forward to, the port
+    they share, the questions they ask (the /probe context, "I listen")."""
 
-    store = None
+    def __init__(self, size: int, *, log_level: str = "info", log_format: str = "text") -> None:
+        import tempfile
 
-    def __init__(self, config: Config, channel: Channel) -> None:
-        from exporter.board import Board
-        from probes.runner import Runner
+        from probes.workers import MeasuringPool
 
-        self.board = Board(config)
-        self._runner = Runner(config)
-        self._channel = channel
-        self._old: set[asyncio.Task[None]] = set()
+        self.size = size
+        self._log = (log_level, log_format)
+        _sweep_stale(tempfile.gettempdir())
+        # 0700: ours alone; the pid lets a later serve remove it if this one is killed
+        self._sockdir = tempfile.mkdtemp(prefix=f"{_SOCKDIR_PREFIX}{os.getpid()}-")
+        self.socket = os.path.join(self._sockdir, "main.sock")
+        self._settings: CoreSettings | None = None
+        self._monitor: Monitor | None = None
+        self._listening: set[int] = set()
+        self._errors: list[str] = []
+        self._all_listening = asyncio.Event()
+        #: the workers could not be started (rather than the port being taken)
+        self.failed = False
+        self.pool = MeasuringPool(size, module="exporter.coreworker", hello=self._hello,
+                                  on_ask=self._on_ask)  # fmt: skip
 
-    @property
-    def config(self) -> Config:
-        return self.board.config
+    def attach(self, monitor: Monitor) -> None:
+        """The monitor whose config and observations the workers are given."""
+        self._monitor = monitor
 
-    @property
-    def observations(self) -> Any:
-        from probes.runner import Observations
+    def _hello(self, index: int) -> list[object]:
+        assert self._monitor is not None and self._settings is not None
+        return [("serve", self._settings, self._monitor.config)]
 
-        return Observations(())
+    async def _on_ask(self, question: Any) -> Any:
+        assert self._monitor is not None
+        if question[0] == "context":
+            return self._monitor.probe_context(*question[1:])
+        if question[0] == "listening":  # (index, why it cannot listen or None)
+            self._listening.add(question[1])
+            if question[2] is not None:
+                self._errors.append(question[2])
+            if len(self._listening) >= self.size or self._errors:
+                self._all_listening.set()
+            return None
+        raise LookupError(f"unknown question {question[0]!r}")
 
-    async def probe(self, target: Target, vantage: Vantage, service: str) -> Result:
-        """Measured here; judged with the context the parent's schedule holds."""
-        from probes.runner import Job, Observations
+    async def start(self, runner: web.AppRunner, host: str | None, port: int, wc: WebConfig) -> int:
+        """Start the workers on (host, port) (``:0``: a free port), then ``serve`` there.
 
-        runner = self._runner
-        m = await runner.measure(Job(service, target, vantage))
-        context = await self._channel.ask(("context", service, target.url, vantage.name))
-        return runner.judge(m, Observations([*context, m]))
-
-    def reconfigure(self, config: Config) -> None:
-        """A new config; the old runner closes once the probes it holds are done."""
-        from probes.runner import Runner
-
-        old = self._runner
-        self.board.retarget(config)
-        self._runner = Runner(config)
-        task = asyncio.create_task(self._close_later(old, 2 * config.defaults.timeout + 1.0))
-        self._old.add(task)
-        task.add_done_callback(self._old.discard)
-
-    @staticmethod
-    async def _close_later(runner: Any, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            await runner.aclose()
-
-    async def aclose(self) -> None:
-        for task in list(self._old):
-            task.cancel()
-        await asyncio.gather(*self._old, return_exceptions=True)
-        await self._runner.aclose()
-
-
-class _Listener:
-    """The worker's HTTP side (a :class:`probes.workers.Extension`)."""
-
-    def __init__(self) -> None:
-        self._monitor: _ProbeMonitor | None = None
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-        self._told: asyncio.Task[Any] | None = None
-
-    async def frame(self, frame: tuple[Any, ...], channel: Channel) -> None:
-        kind = frame[0]
-        if kind == "serve" and self._runner is None:
-            await self._start(frame[1], frame[2], channel)
-        elif kind == "config" and self._monitor is not None:
-            from exporter.logsetup import remember_secrets
-
-            remember_secrets(frame[1])
-            self._monitor.reconfigure(frame[1])
-
-    async def _start(self, settings: CoreSettings, config: Config, channel: Channel) -> None:
-        from exporter.logsetup import configure, remember_secrets
-        from exporter.server import Server
-
-        configure(settings.log_level, settings.log_format)
-        remember_secrets(config, *settings.web.secrets())
-        self._monitor = _ProbeMonitor(config, channel)
-        server = Server(self._monitor, config_path=None, web_config=settings.web)  # type: ignore[arg-type]
-        self._session = ClientSession(
-            connector=UnixConnector(path=settings.parent_socket),
-            auto_decompress=False,
-            timeout=ClientTimeout(total=None, sock_connect=10.0),
-        )
-
-        async def probe(request: web.Request) -> web.StreamResponse:
-            return await server._auth(request, server._probe)
-
-        app = web.Application()
-        app.on_response_prepare.append(stamp(f"worker {channel.index}"))
-        app.add_routes([web.get("/probe", probe), web.route("*", "/{tail:.*}", self._forward)])
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            settings.host,
-            settings.port,
-            ssl_context=settings.web.ssl_context(),
-            reuse_port=True,
-        )
-        error = None
-        try:
-            await site.start()
-        except OSError as exc:  # the port is taken (by a program without SO_REUSEPORT)
-            error = str(exc)
-        # told, not awaited: the answer comes through the loop that is running this frame
-        self._told = asyncio.create_task(channel.ask(("listening", channel.index, error)))
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        """The request as it came, to the parent; its answer as it comes back."""
-        assert self._session is not None
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
-        body = await request.read()
-        try:
-            async with self._session.request(
-                request.method,
-                f"http://lifeline{request.rel_url}",
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-            ) as upstream:
-                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                for k, v in upstream.headers.items():
-                    if k.lower() not in _HOP:
-                        response.headers.add(k, v)
-                if upstream.content_length is not None:
-                    response.content_length = upstream.content_length
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(1 << 16):
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except (ClientError, OSError) as exc:
-            if "response" in locals() and response.prepared:  # cut short: nothing to add
-                return response
-            return web.Response(status=503, text=f"lifeline's main process did not answer: {exc}\n")
+        The workers listen first, so that the first clients' connections (kept alive,
+        as Prometheus and load generators keep them) are spread over them too. Returns
+        the port; raises ``OSError`` when the workers cannot start or listen.
+        """
+        await web.UnixSite(runner, self.socket).start()
+        with _reserved_port(host, port) as bound:
+            self._settings = CoreSettings(host, bound, wc, self.socket, *self._log)
+            try:
+                await self.pool.start()  # each worker listens on the address as it starts
+                async with asyncio.timeout(WORKERS_START_S):
+                    await self._all_listening.wait()
+            except (OSError, TimeoutError) as exc:
+                why = str(exc) or f"not all listened within {WORKERS_START_S:.0f} s"
+                self.failed = True
+                raise WorkersFailed(f"cannot start {self.size} measuring workers: {why}") from exc
+            if self._errors:
+                raise OSError(self._errors[0])
+            await web.TCPSite(runner, host, bound, ssl_context=wc.ssl_context(),
+                              reuse_port=True).start()  # fmt: skip
+        return bound
 
     async def aclose(self) -> None:
-        if self._told is not None:
-            self._told.cancel()
-            await asyncio.gather(self._told, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-        if self._monitor is not None:
-            await self._monitor.aclose()
+        await self.pool.aclose()
+        shutil.rmtree(self._sockdir, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from probes.workers import _work, ignore_group_signals
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not all(a.isdigit() for a in args):
-        print("usage: python -m exporter.cores FD INDEX (started by `lifeline serve --workers`)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    ignore_group_signals()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_work(int(args[0]), int(args[1]), _Listener()))
-    return 0
+class WorkersFailed(OSError):
+    """The workers could not be started (as opposed to the port being taken)."""
 
 
-if __name__ == "__main__":
-    from exporter.cores import main as _main
+_SOCKDIR_PREFIX = "lifeline-serve-"
 
-    sys.exit(_main())
+
+def _sweep_stale(tmp: str) -> None:
+    """Remove the socket directories of killed `serve`s (this user's, their pid gone)."""
+    uid = os.getuid()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tmp):
+            pid = entry.name.removeprefix(_SOCKDIR_PREFIX).partition("-")[0]
+            if not entry.name.startswith(_SOCKDIR_PREFIX) or not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid != uid or not entry.is_dir(
+                    follow_symlinks=False
+                ):
+                    continue
+                try:
+                    os.kill(int(pid), 0)
+                    continue  # alive (or another user's process: not ours to judge)
+                except ProcessLookupError:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _reserved_port(host: str | None, port: int) -> Iterator[int]:
+    """``port``, or for ``:0`` a free one, held (bound, not listening, ``SO_REUSEPORT``)
+    while the processes that share it start listening on it."""
+    if port:
+        yield port
+        return
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host or "", 0))
+        yield sock.getsockname()[1]

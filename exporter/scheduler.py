@@ -419,7 +419,7 @@ class Monitor:
     def probe_context(self, service: str, target: str, vantage: str) -> list[Measurement]:
         """What a /probe of (service, target) at a vantage is judged with: the control's
         latest scheduled measurement of it and the latest canaries (the control's, the
-        vantage's). Also asked for by the processes that answer /probe (exporter.cores)."""
+        vantage's). Also asked for by the processes that answer /probe (exporter.coreworker)."""
         context: list[Measurement] = []
         control = self.config.control
         if control is not None and control.name != vantage:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +55,6 @@ STATUS_SCHEMA = "lifeline.status/1"
 #: Most records one /api/v1/measurements request returns.
 MAX_RECORDS = 100_000
 DEFAULT_RECORDS = 10_000
-#: How long `serve --workers N` waits for its workers to listen before it gives up.
-WORKERS_START_S = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -527,79 +523,27 @@ async def serve(
         await store.aclose()
         return EXIT_FAILED
     log = ProbeLog(data_dir)
-    pool = None
-    sockdir: str | None = None
-    monitor: Monitor | None = None
+    workers = None
     if options.workers:
-        import tempfile
+        from exporter.cores import WorkerSet, stamp
 
-        from exporter.cores import CoreSettings
-        from probes.workers import MeasuringPool
-
-        sockdir = tempfile.mkdtemp(prefix="lifeline-serve-")  # 0700: ours alone
-        parent_socket = os.path.join(sockdir, "main.sock")
-        settings: list[CoreSettings] = []  # the listening address, once it is known
-
-        def hello(index: int) -> list[object]:
-            assert monitor is not None and settings
-            return [("serve", settings[0], monitor.config)]
-
-        listening: set[int] = set()  # the workers that listen
-        listen_errors: list[str] = []
-        all_listening = asyncio.Event()
-
-        async def on_ask(question: Any) -> Any:
-            assert monitor is not None
-            if question[0] == "context":
-                return monitor.probe_context(*question[1:])
-            if question[0] == "listening":  # (index, why it cannot listen or None)
-                listening.add(question[1])
-                if question[2] is not None:
-                    listen_errors.append(question[2])
-                if len(listening) >= options.workers or listen_errors:
-                    all_listening.set()
-                return None
-            raise LookupError(f"unknown question {question[0]!r}")
-
-        pool = MeasuringPool(options.workers, module="exporter.cores", hello=hello, on_ask=on_ask)
-    monitor = Monitor(config, store=store, log=log, pool=pool)
+        workers = WorkerSet(options.workers, log_level=options.log_level,
+                            log_format=options.log_format)  # fmt: skip
+    monitor = Monitor(config, store=store, log=log, pool=None if workers is None else workers.pool)
     server = Server(monitor, config_path=config.path, web_config=options.web, agent=options.agent)
     app = server.app()
-    if pool is not None:
-        from exporter.cores import stamp
-
+    if workers is not None:
+        workers.attach(monitor)
         app.on_response_prepare.append(stamp("main"))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.defaults.timeout)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
         await runner.setup()
-        ssl_context = options.web.ssl_context()
-        if pool is not None and sockdir is not None:
-            # the workers listen first, so that the first clients' connections (kept
-            # alive, as Prometheus and load generators keep them) are spread over them
-            await web.UnixSite(runner, parent_socket).start()
-            with _reserved_port(host, port) as bound:
-                settings.append(
-                    CoreSettings(host, bound, options.web, parent_socket,
-                                 options.log_level, options.log_format)
-                )  # fmt: skip
-                try:
-                    await pool.start()  # each worker listens on the address as it starts
-                    async with asyncio.timeout(WORKERS_START_S):
-                        await all_listening.wait()
-                except (OSError, TimeoutError) as exc:
-                    why = str(exc) or f"not all listened within {WORKERS_START_S:.0f} s"
-                    events.serve_failed(f"cannot start {options.workers} measuring workers: {why}")
-                    return EXIT_FAILED
-                if listen_errors:
-                    raise OSError(listen_errors[0])
-                port = bound
-                site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=True)
-                await site.start()
+        if workers is not None:  # they listen on the same address, and first
+            await workers.start(runner, host, port, options.web)
         else:
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-            await site.start()
+            await web.TCPSite(runner, host, port, ssl_context=options.web.ssl_context()).start()
         url = _url(runner, options.web)
         await monitor.start()
         _say(f"listening on {url}")
@@ -612,40 +556,21 @@ async def serve(
         await stop.wait()  # retention: the store prunes itself, at most hourly, as it writes
         await asyncio.gather(*server.background, return_exceptions=True)
     except OSError as exc:  # the port is taken, or the cert cannot be read
-        events.serve_failed(f"cannot listen on {options.listen}: {exc}")
+        failed = workers is not None and workers.failed  # the workers' own failure, said
+        events.serve_failed(str(exc) if failed else f"cannot listen on {options.listen}: {exc}")
         return EXIT_FAILED
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         await monitor.aclose()
-        if pool is not None:
-            await pool.aclose()
-        if sockdir is not None:
-            import shutil
-
-            shutil.rmtree(sockdir, ignore_errors=True)
+        if workers is not None:
+            await workers.aclose()
         log.close()
         await store.aclose()
     events.serve_stopped()
     _say("stopped")
     return EXIT_OK
-
-
-@contextlib.contextmanager
-def _reserved_port(host: str | None, port: int) -> Iterator[int]:
-    """``port``, or for ``:0`` a free one, held (bound, not listening, ``SO_REUSEPORT``)
-    while the processes that share it start listening on it."""
-    import socket
-
-    if port:
-        yield port
-        return
-    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host or "", 0))
-        yield sock.getsockname()[1]
 
 
 def _url(runner: web.AppRunner, wc: WebConfig) -> str:

@@ -139,7 +139,7 @@ class MeasuringPool:
     """N worker processes that measure; :meth:`measure` picks the least busy one.
 
     ``module`` is what each worker runs (``python -m module FD``): ``probes.workers``
-    measures only; ``serve`` runs ``exporter.cores``, which also answers ``/probe``.
+    measures only; ``serve`` runs ``exporter.coreworker``, which also answers ``/probe``.
     ``hello(index)`` gives the frames a worker is sent as soon as it starts (and
     again when it is restarted); ``on_ask`` answers what a worker asks its parent.
     """
@@ -423,7 +423,7 @@ class Channel:
 
 
 class Extension(Protocol):
-    """More than measuring in a worker (``exporter.cores``: listening for /probe)."""
+    """More than measuring in a worker (``exporter.coreworker``: listening for /probe)."""
 
     async def frame(self, frame: tuple[Any, ...], channel: Channel) -> None:
         """A frame this module does not know (the extension's own, e.g. a new config)."""

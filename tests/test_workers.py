@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -385,3 +386,13 @@ def test_workers_die_with_a_killed_serve_and_free_the_port(lab: LabThread, tmp_p
         again.bind((host, int(port)))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=60).close()
+    # its private socket directory, left behind, goes with the next serve's start
+    stale = list(Path(tempfile.gettempdir()).glob(f"lifeline-serve-{s.proc.pid}-*"))
+    assert stale
+    config = fast_config(lab.config_path, tmp_path)
+    again = start_serve(config, tmp_path / "data2", "--workers", "2")
+    try:
+        assert not any(p.exists() for p in stale)
+    finally:
+        assert stop(again.proc) == 0, again.err.read_text()
+    assert not list(Path(tempfile.gettempdir()).glob(f"lifeline-serve-{again.proc.pid}-*"))
