@@ -124,7 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "N worker processes, or 'auto' (one per CPU): each measures its share of the "
             "schedule and answers /probe on --listen itself (SO_REUSEPORT); everything else "
             "is answered from the one board in this process. Default 'auto' (on one CPU: 0, "
-            "all in-process; measured faster on /probe with 2 on 2 cores: docs/performance.md)"
+            "all in-process); 2 on 2 cores measured faster on /probe at 32 in flight, "
+            "at more CPU per probe (docs/performance.md)"
         ),
     )
     _log_args(p)
