@@ -31,6 +31,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from probes import wire
 from probes.deadline import Deadline
 from probes.dnswindow import Listening, injected_pair
 from probes.errors import NotMeasurable, StageError, mapped
@@ -270,7 +271,6 @@ async def _udp_try(
     With ``listening``, the socket outlives the first reply: it is handed over
     to listen for further replies to the same question (dnswindow.py).
     """
-    loop = asyncio.get_running_loop()
     destination = (spec.host, spec.port)
     family = dns.inet.af_for_address(spec.host)
     net.source_for(family)  # no source of the resolver's family: raised before a socket exists
@@ -280,9 +280,9 @@ async def _udp_try(
         sock.setblocking(False)
         net.bind_source(sock)
         async with asyncio.timeout(window):
-            await loop.sock_sendto(sock, ask.wire, destination)
+            await wire.sendto(sock, ask.wire, destination)
             while True:
-                datagram, sender = await loop.sock_recvfrom(sock, _UDP_MAX_BYTES)
+                datagram, sender = await wire.recvfrom(sock, _UDP_MAX_BYTES)
                 if not _same_endpoint(sender, destination):
                     continue
                 if len(datagram) < 2 or int.from_bytes(datagram[:2], "big") != ask.id:

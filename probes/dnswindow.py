@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from probes import wire
 from probes.deadline import Deadline
 from probes.evidence import DNSAnswer, DNSQuery, DNSResponse
 
@@ -77,7 +78,6 @@ class Listening:
 async def _listen(
     sock: socket.socket, read: ReadReply, first_at: float, until: float
 ) -> list[DNSResponse]:
-    loop = asyncio.get_running_loop()
     out: list[DNSResponse] = []
     try:
         while len(out) < MAX_LATER_RESPONSES:
@@ -86,7 +86,7 @@ async def _listen(
                 break
             try:
                 async with asyncio.timeout(remaining):
-                    datagram, sender = await loop.sock_recvfrom(sock, _UDP_MAX_BYTES)
+                    datagram, sender = await wire.recvfrom(sock, _UDP_MAX_BYTES)
             except TimeoutError:
                 break
             except OSError:

@@ -2,9 +2,11 @@
 
 Everything the HTTP stage (:mod:`probes.http`) knows about making a transport
 is in these two functions: the TCP and TLS stages' connection given a new
-protocol (:func:`adopt`), and a connection along the vantage's path, with TLS
-if wanted (:func:`dial`, for a redirect to another host). Only public loop and
-transport APIs are used, so any asyncio loop (uvloop too) works.
+protocol (:func:`adopt`, through :class:`~probes.net.OpenConnection`), and a
+connection along the vantage's path, with TLS if wanted (:func:`dial`, for a
+redirect to another host, through :func:`probes.wire.connect`). What each
+connection receives is counted below the protocol (:mod:`probes.wire`), the
+same way on any asyncio loop (uvloop too).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from probes import wire
 from probes.errors import StageError, failure_of
 from probes.failures import Failure
 from probes.net import OpenConnection, StageContext
 from probes.tcp import MAX_ATTEMPTS, race_connect
-from probes.tls import ParkedProtocol
 
 __all__ = ["Wire", "adopt", "dial"]
 
@@ -45,20 +47,10 @@ async def adopt(
     (and ``conn`` closed) when the server hung up in between: dial anew.
     """
     if conn.transport is None:
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_connection(factory, sock=conn.sock)
-        except BaseException:
-            conn.close()
-            raise
+        transport, _ = await conn.plain(factory)
         return cast(Wire, transport)
-    parked = conn.transport.get_protocol()
-    if conn.transport.is_closing() or not isinstance(parked, ParkedProtocol) or parked.lost:
-        conn.close()
-        return None
-    transport, conn.transport = conn.transport, None  # the caller aborts it from now on
-    parked.hand_over(transport, factory())
-    return cast(Wire, transport)
+    taken = conn.hand_over(factory)  # the caller aborts it from now on
+    return None if taken is None else cast(Wire, taken[0])
 
 
 async def dial(
@@ -74,13 +66,10 @@ async def dial(
     if not addresses:
         raise StageError(Failure.DNS_NO_ANSWER, "no address to connect to")
     sock, address = await race_connect(ctx, addresses[:MAX_ATTEMPTS], port)
-    loop = asyncio.get_running_loop()
     ssl = ctx.net.ssl_context if server_name is not None else None
     try:
         async with asyncio.timeout(ctx.deadline.remaining()):
-            transport, _ = await loop.create_connection(
-                factory, sock=sock, ssl=ssl, server_hostname=server_name
-            )
+            transport, _ = await wire.connect(sock, factory, ssl, server_name)
     except BaseException as exc:
         sock.close()
         if isinstance(exc, Exception) and not isinstance(exc, StageError):

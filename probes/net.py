@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -34,6 +35,8 @@ from probes.errors import FamilyUnavailable
 from probes.failures import Failure
 from probes.interfaces import InterfaceAddresses, interface_addresses
 from probes.model import Proxy, Target, Vantage
+from probes.wire import Counter, ParkedProtocol, readable, writable
+from probes.wire import plain as wire_plain
 
 if TYPE_CHECKING:
     import aiohttp
@@ -41,9 +44,10 @@ if TYPE_CHECKING:
     from probes.fingerprints import FingerprintSet
 
 _R = TypeVar("_R")
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 __all__ = [
-    "CountingSocket",
+    "MeasuredSocket",
     "OpenConnection",
     "StageContext",
     "VantageNet",
@@ -66,70 +70,66 @@ MAX_CONNECT_HEAD = 16 * 1024
 _HEAD_END = b"\r\n\r\n"
 
 
-class CountingSocket(socket.socket):
-    """A socket that counts what it receives and remembers how the peer ended.
+class MeasuredSocket(socket.socket):
+    """The TCP socket a measurement dials (its own class: a leak check finds them).
 
-    asyncio transports read through the socket object they were given, so the
-    count covers the TLS handshake too: a handshake read in tiny pieces over
-    seconds is the mark of throttling, and EOF vs. reset tells two censors apart.
+    What it receives is counted above it, at the protocol layer
+    (:class:`probes.wire.Counter`), so that the count, the EOF and the reset
+    are the same whichever event loop reads the file descriptor.
     """
 
-    def __init__(
-        self,
-        family: int = socket.AF_INET,
-        type: int = socket.SOCK_STREAM,  # socket.socket's own parameter name
-        proto: int = 0,
-        fileno: int | None = None,
-    ) -> None:
-        super().__init__(family, type, proto, fileno)
-        self.received = 0
-        self.saw_eof = False
-        self.saw_reset = False
-
     @classmethod
-    def adopt(cls, sock: socket.socket) -> CountingSocket:
+    def adopt(cls, sock: socket.socket) -> MeasuredSocket:
         """Take over the file descriptor of a connected socket."""
         new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         new.setblocking(False)
         return new
 
-    def _count(self, n: int) -> int:
-        self.received += n
-        if n == 0:
-            self.saw_eof = True
-        return n
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        try:
-            data = super().recv(bufsize, flags)
-        except ConnectionResetError:
-            self.saw_reset = True
-            raise
-        self._count(len(data))
-        return data
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        try:
-            n = super().recv_into(buffer, nbytes, flags)
-        except ConnectionResetError:
-            self.saw_reset = True
-            raise
-        return self._count(n)
-
-    def ending(self) -> tuple[int, bool, bool]:
-        """(bytes received, peer sent EOF, peer reset)."""
-        return self.received, self.saw_eof, self.saw_reset
-
 
 @dataclass(slots=True)
 class OpenConnection:
-    """The connection a measurement's stages share: a socket, later a TLS transport."""
+    """The connection a measurement's stages share: a socket, later a TLS transport.
+
+    What the HTTP stage does with it, without touching the counting:
+    :meth:`plain` (a transport on it with protocol P, for http) or
+    :meth:`hand_over` (the TLS stage's transport given to protocol P, for
+    https); a redirect hop's fresh socket goes through :func:`probes.wire.connect`.
+    """
 
     address: str
     port: int
-    sock: CountingSocket
+    sock: MeasuredSocket
     transport: asyncio.Transport | None = None  # set once TLS is up on ``sock``
     server_name: str | None = None  # SNI the TLS transport was made with
+    #: what the connection received and how it ended (set once a transport reads it)
+    counter: Counter | None = None
+
+    async def plain(self, factory: Callable[[], _P]) -> tuple[asyncio.Transport, _P]:
+        """A transport on this (plain) connection, read by ``factory()``'s protocol;
+        the caller owns it (the connection is closed if it cannot be made)."""
+        protocol = factory()
+        try:
+            transport, self.counter = await wire_plain(self.sock, protocol)
+        except BaseException:
+            self.close()
+            raise
+        return transport, protocol
+
+    def hand_over(self, factory: Callable[[], _P]) -> tuple[asyncio.Transport, _P] | None:
+        """The TLS transport, now read by ``factory()``'s protocol (with what arrived
+        since the handshake); the caller owns it from now on. None, and the
+        connection closed, when the server hung up meanwhile."""
+        transport = self.transport
+        parked = transport.get_protocol() if transport is not None else None
+        fresh = isinstance(parked, ParkedProtocol) and not parked.lost
+        if transport is None or transport.is_closing() or not fresh:
+            self.close()
+            return None
+        assert isinstance(parked, ParkedProtocol)
+        self.transport = None  # the taker aborts it from now on
+        protocol = factory()
+        parked.hand_over(transport, protocol)  # type: ignore[arg-type]
+        return transport, protocol
 
     def close(self) -> None:
         if self.transport is not None:
@@ -270,20 +270,20 @@ class VantageNet:
         source = self.source_for(literal_family(host))
         return None if source is None else (source, 0)
 
-    async def dial(self, address: str, port: int, budget: float) -> CountingSocket:
+    async def dial(self, address: str, port: int, budget: float) -> MeasuredSocket:
         """A connected TCP socket to ``address`` (an IP literal) along the vantage's path."""
         if self.vantage.proxy is None:
             return await self._dial_direct(address, port, budget)
         return await self._dial_proxy(address, port, budget)
 
-    async def _dial_direct(self, address: str, port: int, budget: float) -> CountingSocket:
+    async def _dial_direct(self, address: str, port: int, budget: float) -> MeasuredSocket:
         """Bind, connect, wait. What fails before a packet leaves (no source of the
         family, a bind the host refuses, no route of the family here) is
         FamilyUnavailable; what fails after is the path's answer."""
         family = literal_family(address)
         self.source_for(family)  # raises before any socket exists: nothing to close
         try:
-            sock = CountingSocket(family, socket.SOCK_STREAM)
+            sock = MeasuredSocket(family, socket.SOCK_STREAM)
         except OSError as exc:
             if exc.errno == errno.EAFNOSUPPORT:
                 no_stack = f"this host has no {family_name(family)} stack"
@@ -300,7 +300,7 @@ class VantageNet:
                 )
             if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
                 async with asyncio.timeout(budget):
-                    await _writable(sock)
+                    await writable(sock)
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code != 0:
                 raise OSError(code, os.strerror(code))
@@ -309,7 +309,7 @@ class VantageNet:
             raise
         return sock
 
-    async def _dial_proxy(self, address: str, port: int, budget: float) -> CountingSocket:
+    async def _dial_proxy(self, address: str, port: int, budget: float) -> MeasuredSocket:
         proxy = self.vantage.proxy
         assert proxy is not None
         if proxy.kind == "http":
@@ -327,11 +327,11 @@ class VantageNet:
         sock = await client.connect(
             dest_host=address, dest_port=port, timeout=max(budget, 0.001), local_addr=local
         )
-        return CountingSocket.adopt(sock)
+        return MeasuredSocket.adopt(sock)
 
     async def _dial_http_proxy(
         self, proxy: Proxy, address: str, port: int, budget: float
-    ) -> CountingSocket:
+    ) -> MeasuredSocket:
         """A tunnel through an HTTP proxy, its CONNECT reply read whole and bounded.
 
         The reply head is read up to its blank line (at most MAX_CONNECT_HEAD
@@ -355,7 +355,7 @@ class VantageNet:
             except BaseException:
                 sock.close()
                 raise
-        return CountingSocket.adopt(sock)  # counting starts with the tunnel
+        return MeasuredSocket.adopt(sock)  # the tunnel: its transport counts what follows the reply
 
     def doh_session(self) -> aiohttp.ClientSession:
         """The session DoH queries share (created on first use, inside the loop)."""
@@ -392,7 +392,7 @@ async def _connect_reply_head(sock: socket.socket) -> bytes:
     """
     head = bytearray()
     while True:
-        await _readable(sock)
+        await readable(sock)
         try:
             peeked = sock.recv(MAX_CONNECT_HEAD - len(head), socket.MSG_PEEK)
         except BlockingIOError:
@@ -407,30 +407,6 @@ async def _connect_reply_head(sock: socket.socket) -> bytes:
             return bytes(head)
         if len(head) >= MAX_CONNECT_HEAD:
             raise ProxyError(f"CONNECT reply head longer than {MAX_CONNECT_HEAD} bytes")
-
-
-async def _writable(sock: socket.socket) -> None:
-    """Until a connecting socket is done connecting (either way: SO_ERROR says which)."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    fd = sock.fileno()
-    loop.add_writer(fd, lambda: None if ready.done() else ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
-
-
-async def _readable(sock: socket.socket) -> None:
-    """Until the socket has something to read (or its end)."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    fd = sock.fileno()
-    loop.add_reader(fd, lambda: None if ready.done() else ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
 
 
 def _check_connect_reply(head: bytes) -> None:

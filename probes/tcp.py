@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from probes.errors import FamilyUnavailable, StageError, mapped
 from probes.evidence import DNSStage, TCPAttempt, TCPStage
 from probes.failures import LOCAL_FAILURES, Failure, unknown
-from probes.net import CountingSocket, OpenConnection, StageContext
+from probes.net import MeasuredSocket, OpenConnection, StageContext
 
 __all__ = [
     "CONNECTION_ATTEMPT_DELAY_S",
@@ -80,9 +80,9 @@ def _family(address: str) -> str:
 class _Attempt:
     address: str
     started: float
-    task: asyncio.Task[CountingSocket] | None  # None for one dialled in place
+    task: asyncio.Task[MeasuredSocket] | None  # None for one dialled in place
     record: TCPAttempt | None = None
-    sock: CountingSocket | None = field(default=None, repr=False)
+    sock: MeasuredSocket | None = field(default=None, repr=False)
 
 
 async def tcp_stage(ctx: StageContext) -> TCPStage:
@@ -143,7 +143,7 @@ async def connect_every_address(ctx: StageContext, stop: frozenset[str] = frozen
 
 async def race_connect(
     ctx: StageContext, addresses: list[str], port: int
-) -> tuple[CountingSocket, str]:
+) -> tuple[MeasuredSocket, str]:
     """A connected socket by the same race (for a redirect to another host): the socket
     and its address; StageError with the race's failure when none connects."""
     race = _Race(ctx, port, time.monotonic())
@@ -191,7 +191,7 @@ class _Race:
     async def _run_one(self, address: str) -> _Attempt | None:
         attempt = _Attempt(address, time.monotonic(), None)
         self.attempts.append(attempt)
-        result: CountingSocket | BaseException
+        result: MeasuredSocket | BaseException
         try:
             result = await self._dial(address, self.ctx.deadline.remaining())
         except Exception as exc:  # each library's own kind; cancellation passes (stop())
@@ -203,7 +203,7 @@ class _Race:
         task = asyncio.create_task(self._dial(address, budget))
         self.attempts.append(_Attempt(address, time.monotonic(), task))
 
-    async def _dial(self, address: str, budget: float) -> CountingSocket:
+    async def _dial(self, address: str, budget: float) -> MeasuredSocket:
         if budget <= 0:
             raise StageError(Failure.TIMEOUT, "no time left")
         with mapped():
@@ -213,7 +213,7 @@ class _Race:
         return [a for a in self.attempts if a.record is None]
 
     def _settle(
-        self, done: set[asyncio.Task[CountingSocket]], keep: bool = True
+        self, done: set[asyncio.Task[MeasuredSocket]], keep: bool = True
     ) -> _Attempt | None:
         """Record the attempts that ended; the first (in start order) that connected wins
         (with ``keep=False`` none does: each connected socket is closed)."""
@@ -228,10 +228,10 @@ class _Race:
         return winner
 
     def _finish(
-        self, attempt: _Attempt, result: CountingSocket | BaseException, keep: bool
+        self, attempt: _Attempt, result: MeasuredSocket | BaseException, keep: bool
     ) -> bool:
         """Record how ``attempt`` ended; True when it connected and its socket is kept."""
-        if isinstance(result, CountingSocket):
+        if isinstance(result, MeasuredSocket):
             attempt.record = self._record(attempt, CONNECTED, None)
             if keep:
                 attempt.sock = result
@@ -270,7 +270,7 @@ class _Race:
         for task in tasks:
             task.cancel()
         for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, CountingSocket):  # connected just before the cancel
+            if isinstance(result, MeasuredSocket):  # connected just before the cancel
                 result.close()
         for attempt in running:  # (one dialled in place closed its own socket)
             attempt.record = self._record(attempt, CANCELLED, Failure.INTERRUPTED)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import functools
 import hashlib
+import socket
 import ssl
 import time
 from datetime import datetime
@@ -24,8 +25,9 @@ from cryptography.x509.oid import NameOID
 from probes.errors import StageError, mapped
 from probes.evidence import TLSCertificate, TLSStage
 from probes.failures import Failure, unknown
-from probes.net import CountingSocket, StageContext
+from probes.net import StageContext
 from probes.timefmt import rfc3339
+from probes.wire import Counter, ParkedProtocol, TLSOpening
 
 __all__ = ["ParkedProtocol", "tls_stage"]
 
@@ -39,34 +41,6 @@ MAX_CHAIN = 8
 MAX_CHAIN_BYTES = 32_768
 #: ``_ssl.ENCODING_DER``: what the private chain's certificates are written in.
 _ENCODING_DER = 2
-#: Bytes a parked connection may buffer before HTTP takes it over.
-_PARK_LIMIT = 65_536
-
-
-class ParkedProtocol(asyncio.Protocol):
-    """Holds a TLS connection between the handshake and the HTTP request.
-
-    Anything the server sends meanwhile is kept (bounded) and handed to the
-    protocol that takes over, so nothing is silently dropped.
-    """
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.lost = False
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data[: max(0, _PARK_LIMIT - len(self.buffer))]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-    def hand_over(self, transport: asyncio.Transport, protocol: asyncio.Protocol) -> None:
-        """Make ``protocol`` the owner of ``transport``, replaying what arrived meanwhile."""
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        if self.buffer:
-            protocol.data_received(bytes(self.buffer))
-            self.buffer.clear()
 
 
 async def tls_stage(ctx: StageContext) -> TLSStage:
@@ -76,44 +50,37 @@ async def tls_stage(ctx: StageContext) -> TLSStage:
         return TLSStage(False, unknown("no TCP connection to run TLS on"), 0.0)
     host = ctx.target.host
     started = time.monotonic()
+    budget = ctx.deadline.remaining()
+    # our own timeout below decides, not the TLS protocol's
+    opening = TLSOpening(ctx.net.ssl_context, host, handshake_timeout=max(budget, 0.0) + 1.0)
     try:
         with mapped():
-            transport = await _handshake(
-                conn.sock, host, ctx.net.ssl_context, ctx.deadline.remaining()
-            )
+            transport = await _handshake(opening, conn.sock, budget)
     except StageError as exc:
-        received = conn.sock.received
-        failure = _refine(exc.failure, conn.sock)
+        received = opening.counter.received
+        failure = _refine(exc.failure, opening.counter)
         ctx.close()
         return TLSStage(
             False, failure, time.monotonic() - started, conn.address, host, bytes_received=received
         )
-    conn.transport, conn.server_name = transport, host
-    return _success(transport, conn.address, host, time.monotonic() - started, conn.sock.received)
+    conn.transport, conn.server_name, conn.counter = transport, host, opening.counter
+    received = opening.counter.received
+    return _success(transport, conn.address, host, time.monotonic() - started, received)
 
 
-async def _handshake(
-    sock: CountingSocket, host: str, context: ssl.SSLContext, budget: float
-) -> asyncio.Transport:
+async def _handshake(opening: TLSOpening, sock: socket.socket, budget: float) -> asyncio.Transport:
     if budget <= 0:
         raise StageError(Failure.TIMEOUT, "no time left for TLS")
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(budget):
-        transport, _ = await loop.create_connection(
-            ParkedProtocol,
-            sock=sock,
-            ssl=context,
-            server_hostname=host,
-            ssl_handshake_timeout=budget + 1.0,  # our own timeout above decides
-        )
-    return transport
+        return await opening.run(sock)
 
 
-def _refine(failure: str, sock: CountingSocket) -> str:
-    """Tell EOF from reset by what the socket saw: asyncio reports both as 'lost'."""
+def _refine(failure: str, counter: Counter) -> str:
+    """Tell EOF from reset by what the connection saw: the TLS protocols report both
+    as 'lost' (an EOF in the handshake even as a ConnectionResetError)."""
     if failure not in (Failure.CONNECTION_RESET, Failure.EOF):
         return failure
-    _, saw_eof, saw_reset = sock.ending()
+    _, saw_eof, saw_reset = counter.ending()
     if saw_reset:
         return Failure.CONNECTION_RESET
     if saw_eof:

@@ -41,6 +41,8 @@ from probes.tcp import tcp_stage
 from probes.tls import MAX_CHAIN, MAX_CHAIN_BYTES, peer_chain, tls_stage
 from tests.fakes import CA, LOOPBACK, FakeDNS, FakeWeb
 
+pytestmark = pytest.mark.both_loops
+
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs" / "schema" / "measurement.schema.json"
 
 

@@ -26,7 +26,7 @@ from probes.interfaces import InterfaceAddresses, interface_addresses
 from probes.judge import JudgingContext
 from probes.measure import measure
 from probes.model import ResolverSpec, SourceAddress, Target, Vantage
-from probes.net import CountingSocket, VantageNet
+from probes.net import MeasuredSocket, VantageNet
 from probes.records import (
     DNSAnswer,
     DNSQuery,
@@ -63,7 +63,10 @@ def _has_ipv6_loopback() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+pytestmark = [
+    pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here"),
+    pytest.mark.both_loops,
+]
 
 
 class Paths:
@@ -513,12 +516,12 @@ async def test_no_route_of_a_family_here_is_a_local_limit(
 ) -> None:
     """connect() failing at once with ENETUNREACH (no route of that family in this
     host's table) sent nothing: the family is unusable, not blocked."""
-    real = CountingSocket.connect_ex
+    real = MeasuredSocket.connect_ex
 
-    def connect_ex(self: CountingSocket, address: tuple[str, int]) -> int:
+    def connect_ex(self: MeasuredSocket, address: tuple[str, int]) -> int:
         return errno.ENETUNREACH if self.family == socket.AF_INET6 else real(self, address)
 
-    monkeypatch.setattr(CountingSocket, "connect_ex", connect_ex)
+    monkeypatch.setattr(MeasuredSocket, "connect_ex", connect_ex)
     with paths(v6="listen") as p:
         result = await judged(resolver, f"tcp://v6only.lifeline.test:{p.port}")
     assert result.verdict == Verdict.ERROR, result.reason

@@ -62,6 +62,8 @@ from tests.test_serve import (
     wait_for,
 )
 
+pytestmark = pytest.mark.both_loops
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

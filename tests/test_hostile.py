@@ -29,7 +29,7 @@ from probes.http import MAX_HEADER_VALUE, MAX_TITLE
 from probes.lab.safety import is_lab_address
 from probes.measure import measure
 from probes.model import Proxy, ResolverSpec, Target, Vantage
-from probes.net import CountingSocket
+from probes.net import MeasuredSocket
 from probes.records import Measurement
 from probes.tls import MAX_SAN
 from tests.hostile import (
@@ -49,6 +49,8 @@ from tests.hostile import (
     available,
     case_named,
 )
+
+pytestmark = pytest.mark.both_loops
 
 #: How long past its deadline a measurement may take to end (a loaded 2-core machine).
 SLACK_S = 3.0
@@ -156,8 +158,8 @@ async def test_each_case_ends_clearly_in_bounded_time_and_memory(
 
 
 def _open_sockets() -> set[int]:
-    """The measurements' sockets (CountingSocket) that are still open, by identity."""
-    return {id(o) for o in gc.get_objects() if isinstance(o, CountingSocket) and o.fileno() != -1}
+    """The measurements' sockets (MeasuredSocket) that are still open, by identity."""
+    return {id(o) for o in gc.get_objects() if isinstance(o, MeasuredSocket) and o.fileno() != -1}
 
 
 async def _settled() -> None:

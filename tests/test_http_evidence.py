@@ -20,6 +20,8 @@ from probes.records import Result
 from probes.verdicts import Verdict
 from tests.fakes import LOOPBACK, FakeDNS
 
+pytestmark = pytest.mark.both_loops
+
 HOST = "evidence.lifeline.test"
 SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "schema" / "measurement.schema.json"
 HOP_BODY = b"<html><head><title>Moved along</title></head><body>see elsewhere</body></html>"

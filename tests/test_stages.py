@@ -40,6 +40,8 @@ from tests.fakes import (
     closed_port,
 )
 
+pytestmark = pytest.mark.both_loops
+
 HOST = "open.lifeline.test"
 
 

@@ -39,7 +39,7 @@ from probes.lab.background import BackgroundService
 from probes.lab.netutil import BLACKHOLE_S, StreamServer, bind_same_port
 from probes.lab.safety import is_lab_address, lab_address
 from probes.model import Vantage
-from probes.net import CountingSocket, VantageNet
+from probes.net import MeasuredSocket, VantageNet
 from tests.hostile.cases import (
     CASES,
     DIRECT_VANTAGE,
@@ -448,7 +448,7 @@ class RecordingNet(VantageNet):
         super().__init__(vantage, ca_file=ca_file)
         self.dials: list[str] = []
 
-    async def dial(self, address: str, port: int, budget: float) -> CountingSocket:
+    async def dial(self, address: str, port: int, budget: float) -> MeasuredSocket:
         self.dials.append(address)
         if not is_lab_address(address):
             raise ConnectionRefusedError(f"{address}: outside the lab (refused by RecordingNet)")
