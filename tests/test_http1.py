@@ -24,6 +24,8 @@ from probes.net import VantageNet
 from probes.records import HTTPStage, Measurement
 from tests.fakes import LOOPBACK, FakeDNS
 
+pytestmark = pytest.mark.both_loops
+
 HOST = "wire.lifeline.test"
 CAP = 256 * 1024
 PAGE = b"<html><head><title>By hand</title></head><body>" + b"wire " * 2000 + b"</body></html>"
