@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
 
 from exporter.cores import CoreSettings, stamp
+from probes import loops
 from probes.model import Config, Target, Vantage
 from probes.records import Result
 
@@ -203,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     ignore_group_signals()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_work(int(args[0]), int(args[1]), _Listener()))
+    with contextlib.suppress(KeyboardInterrupt), loops.use(os.environ.get(loops.LOOP_ENV, "auto")):
+        asyncio.run(_work(int(args[0]), int(args[1]), _Listener()))  # on serve's --loop
     return 0
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from probes import loops
 from probes.defaults import DEFAULT_BODY_HEAD_BYTES
 from probes.failures import unknown
 from probes.fingerprints import FingerprintSet
@@ -505,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     ignore_group_signals()
-    asyncio.run(_work(int(args[0]), int(args[1]) if len(args) > 1 else 0))
+    with loops.use(os.environ.get(loops.LOOP_ENV, "auto")):  # serve's --loop
+        asyncio.run(_work(int(args[0]), int(args[1]) if len(args) > 1 else 0))
     return 0
 
 
