@@ -5,7 +5,8 @@ fixed time, walking the targets in the same order for every exporter, and
 records each probe's ``probe_success``. What one probe is differs only in
 the requests it takes (see :mod:`benchmarks.configs`):
 
-- ``lifeline`` (and ``lifeline-window``, ``lifeline-workers``, ``lifeline-alt``):
+- ``lifeline`` (and ``lifeline-asyncio``, ``lifeline-window``, ``lifeline-workers``,
+  ``lifeline-alt``):
   ``/probe?target=https://NAME:PORT/`` (DNS, TCP, TLS, HTTP);
 - ``blackbox``: ``/probe?module=d<i>`` (DNS), then, if it succeeded,
   ``/probe?module=h<i>&target=https://IP:PORT/`` (TCP, TLS, HTTP);
@@ -27,9 +28,11 @@ from benchmarks.procs import CpuMem, sample
 __all__ = ["KINDS", "RunResult", "run_load"]
 
 #: "lifeline-window" is lifeline with its default DNS listening window (the others: none);
+#: "lifeline-asyncio" is lifeline on asyncio's own loop (the others: uvloop where installed);
 #: "lifeline-alt" is lifeline from another checkout (``--alt-tree``), probed the same way.
 KINDS = (
     "lifeline",
+    "lifeline-asyncio",
     "lifeline-window",
     "lifeline-workers",
     "lifeline-alt",
@@ -118,6 +121,7 @@ async def run_load(
     probes = _Probes(base, names, resolver, vantage)
     one = {
         "lifeline": probes.lifeline,
+        "lifeline-asyncio": probes.lifeline,
         "lifeline-window": probes.lifeline,
         "lifeline-workers": probes.lifeline,
         "lifeline-alt": probes.lifeline,

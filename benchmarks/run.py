@@ -179,7 +179,12 @@ def machine() -> dict[str, Any]:
 
 
 def _serve(
-    work: Path, tag: str, config: str, tree: Path | None = None, workers: int = 0
+    work: Path,
+    tag: str,
+    config: str,
+    tree: Path | None = None,
+    workers: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> tuple[Proc, str]:
     path = work / f"{tag}.yaml"
     path.write_text(config)
@@ -195,7 +200,10 @@ def _serve(
         f"127.0.0.1:{port}",
         "--data-dir",
         str(work / f"{tag}-data"),
-        *([f"--workers={workers}"] if workers else []),  # (an --alt-tree may predate it)
+        # always said: serve's own default is `auto` (worker processes) since round 4, and
+        # "lifeline" is the in-process row (an --alt-tree older than round 3 has no option)
+        f"--workers={workers}",
+        *extra,
     ]
     proc = start(f"lifeline serve ({tag})", argv, work / f"{tag}.log", tree=tree)
     base = f"http://127.0.0.1:{port}"
@@ -249,6 +257,12 @@ def _agreement(runs: list[RunResult], names: list[Name], kind: str = "lifeline")
 PROBE_DNS_WINDOW = "0"
 
 
+def _has_uvloop() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def probe_comparison(args: argparse.Namespace, work: Path, far: FarEnd) -> dict[str, Any]:
     plan = far.plan
     names = plan.names[: args.names]
@@ -262,6 +276,10 @@ def probe_comparison(args: argparse.Namespace, work: Path, far: FarEnd) -> dict[
     procs = [life]
     bases = {"lifeline": (life_base, life)}
     try:
+        if _has_uvloop():  # the loop's effect, A/B in the same alternation
+            plain, plain_base = _serve(work, "probe-asyncio", config, extra=("--loop=asyncio",))
+            procs.append(plain)
+            bases["lifeline-asyncio"] = (plain_base, plain)
         win, win_base = _serve(work, "probe-window", windowed)
         procs.append(win)
         bases["lifeline-window"] = (win_base, win)
@@ -366,6 +384,11 @@ def _probe_summary(
         "exporters": per_kind,
         "agreement": _agreement(runs, names),
         "agreement_window": _agreement(runs, names, "lifeline-window"),
+        **(
+            {"agreement_asyncio": _agreement(runs, names, "lifeline-asyncio")}
+            if any(r.kind == "lifeline-asyncio" for r in runs)
+            else {}
+        ),
     }
     if "lifeline-workers" in per_kind:
         out["workers"] = args.workers
@@ -398,6 +421,10 @@ def _probe_summary(
             statistics.median(lf["probes_per_s_runs"]) / statistics.median(bb["probes_per_s_runs"]),
             2,
         )
+        if "lifeline-asyncio" in per_kind:
+            out["ratio_asyncio_over_blackbox"] = round(
+                per_kind["lifeline-asyncio"]["probes_per_s"] / bb["probes_per_s"], 2
+            )
         if "lifeline-window" in per_kind:
             out["ratio_window_over_blackbox"] = round(
                 per_kind["lifeline-window"]["probes_per_s"] / bb["probes_per_s"], 2
@@ -475,6 +502,8 @@ def _print_report(report: dict[str, Any]) -> None:
             )
         if "ratio_window_over_blackbox" in probe:
             print(f"  ratio lifeline-window/blackbox: {probe['ratio_window_over_blackbox']}")
+        if "ratio_asyncio_over_blackbox" in probe:
+            print(f"  ratio lifeline-asyncio/blackbox: {probe['ratio_asyncio_over_blackbox']}")
         print(f"  agreement: {json.dumps(probe['agreement'])}")
         print(f"  agreement (lifeline-window): {json.dumps(probe['agreement_window'])}")
         if "ratio_workers_over_blackbox" in probe:
