@@ -22,6 +22,7 @@ from probes.model import Config, Target, Vantage
 from probes.records import Result
 
 if TYPE_CHECKING:
+    from probes.runner import Runner
     from probes.workers import Channel
 
 __all__ = ["main"]
@@ -48,10 +49,9 @@ class _ProbeMonitor:
 
     def __init__(self, config: Config, channel: Channel) -> None:
         from exporter.board import Board
-        from probes.runner import Runner
 
         self.board = Board(config)
-        self._runner = Runner(config)
+        self._runner = _probe_runner(config)
         self._channel = channel
         self._old: set[asyncio.Task[None]] = set()
 
@@ -76,11 +76,9 @@ class _ProbeMonitor:
 
     def reconfigure(self, config: Config) -> None:
         """A new config; the old runner closes once the probes it holds are done."""
-        from probes.runner import Runner
-
         old = self._runner
         self.board.retarget(config)
-        self._runner = Runner(config)
+        self._runner = _probe_runner(config)
         task = asyncio.create_task(self._close_later(old, 2 * config.defaults.timeout + 1.0))
         self._old.add(task)
         task.add_done_callback(self._old.discard)
@@ -214,3 +212,12 @@ if __name__ == "__main__":
     from exporter.coreworker import main as _main
 
     sys.exit(_main())
+
+
+def _probe_runner(config: Config) -> Runner:
+    """The worker's /probe runner, with serve's /probe bounds (exporter.scheduler)."""
+    from exporter.scheduler import probe_bounds
+    from probes.runner import Runner
+
+    total, per_vantage = probe_bounds()
+    return Runner(config, concurrency=total, per_vantage=per_vantage)

@@ -128,6 +128,23 @@ def runner_bounds(config: Config, *, fd_limit: int | None = None) -> tuple[int, 
     return total, min(per_vantage, total)
 
 
+#: ``/probe``'s own bounds, in all and per vantage: wide, since each place is mostly
+#: waiting (a DNS listening window, a far target's round trips) and the scrapers decide
+#: how many they ask at once, as with blackbox_exporter; within the open-files limit.
+PROBE_IN_FLIGHT = 256
+PROBE_PER_VANTAGE = 128
+
+
+def probe_bounds(*, fd_limit: int | None = None) -> tuple[int, int]:
+    """(in flight in all, in flight per vantage) for the /probe runner of one process."""
+    from probes.runner import DEFAULT_CONCURRENCY
+
+    limit = _fd_limit() if fd_limit is None else fd_limit
+    by_fds = max(DEFAULT_CONCURRENCY, (limit - 256) // (2 * _FDS_PER_MEASUREMENT))
+    total = min(PROBE_IN_FLIGHT, by_fds)
+    return total, min(PROBE_PER_VANTAGE, total)
+
+
 def _fd_limit() -> int:
     """The soft limit on open files (unknown: the common default of 1024)."""
     try:
@@ -141,14 +158,16 @@ def _fd_limit() -> int:
 
 def default_runners(pool: MeasuringPool | None = None) -> _RunnersFactory:
     """The runners `serve` uses: the schedule's sized by :func:`runner_bounds`, and one for
-    /probe with the runner's default bounds, not shared with the schedule; both measure
+    /probe with :func:`probe_bounds`, not shared with the schedule; both measure
     local vantages in ``pool``'s workers when there is one (``--workers``)."""
     from probes.runner import Runner
 
     def runners(config: Config) -> tuple[JobRunner, JobRunner]:
         total, per_vantage = runner_bounds(config)
         scheduled = Runner(config, concurrency=total, per_vantage=per_vantage, pool=pool)
-        return scheduled, Runner(config, pool=pool)
+        probe_total, probe_per_vantage = probe_bounds()
+        probing = Runner(config, concurrency=probe_total, per_vantage=probe_per_vantage, pool=pool)
+        return scheduled, probing
 
     return runners
 

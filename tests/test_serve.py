@@ -550,3 +550,92 @@ def test_the_target_index_refuses_what_the_config_does_not_name() -> None:
     with pytest.raises(HTTPBadRequest):
         index.admit("https://elsewhere.lifeline.test/")
     assert index.admit("https://a.lifeline.test/")[0] == "first"  # the first service naming it
+
+
+class _Gathering:
+    """An HTTP far end that answers nobody until ``wanted`` connections are open at once
+    (or ``patience`` seconds passed): shows how many /probe measurements run together."""
+
+    def __init__(self, wanted: int, patience: float) -> None:
+        import threading
+
+        self.wanted, self.patience = wanted, patience
+        self.most = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.port = self.sock.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open = 0
+        self._all_here = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            with self._lock:
+                self._open += 1
+                self.most = max(self.most, self._open)
+                if self._open >= self.wanted:
+                    self._all_here.set()
+            self._all_here.wait(self.patience)
+            try:
+                conn.recv(65536)
+                body = b"gathered"
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+                             + body)  # fmt: skip
+            except OSError:
+                pass
+            with self._lock:
+                self._open -= 1
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+
+def test_probe_measures_many_at_once_from_one_vantage(tmp_path: Path) -> None:
+    """A Prometheus job scraping many /probe targets at once is not queued behind a small
+    per-vantage bound (blackbox_exporter has none): 40 probes from one vantage are all
+    in flight together (the far end answers only once it sees 40 connections)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import quote
+
+    many = 40
+    far = _Gathering(many, patience=6.0)
+    config = tmp_path / "config.yaml"
+    targets = [f"http://127.0.0.1:{far.port}/{i}" for i in range(many)]
+    config.write_text(yaml.safe_dump({
+        "version": 1,
+        "defaults": {"interval": "24h", "timeout": "10s"},
+        "vantages": [{"name": "here", "resolver": "127.0.0.1:9"}],
+        "services": [{"name": "gathering", "targets": targets}],
+    }))  # fmt: skip
+    served = start_serve(config, tmp_path / "data", "--workers", "0")
+    try:
+        with ThreadPoolExecutor(many) as pool:
+            answers = list(pool.map(
+                lambda t: http(f"{served.url}probe?target={quote(t)}&vantage=here"), targets
+            ))  # fmt: skip
+    finally:
+        stop(served.proc)
+        far.close()
+    assert far.most >= many
+    for code, _, text in answers:
+        assert code == 200, text
+        assert metric(text, "probe_success") == [1]
