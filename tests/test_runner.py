@@ -81,3 +81,29 @@ def test_indexing_changes_no_measurement_and_keeps_the_latest_per_key() -> None:
     assert obs.by_target[("open", TARGET)] == [ms[0], ms[2], ms[3]]
     obs.add(measurement("control", page="<title>Changed</title>"))
     assert [m.to_dict() for m in ms] == records  # a new peer changes none of the others
+
+
+def test_the_vantages_records_of_a_target_keep_one_copy_of_its_certificate_chain() -> None:
+    """Memory per series: three vantages' records of one target hold the chain once (the
+    values are unchanged)."""
+    from probes.evidence import TLSCertificate
+    from probes.records import Measurement, TLSStage
+    from probes.runner import Observations
+
+    def measured(vantage: str) -> Measurement:
+        chain = ["".join(["MIIB", "A" * 1500, vantage[:0]]), "".join(["MIIC", "B" * 900])]
+        cert = TLSCertificate(subject_cn="x.test", san=["x.test"], issuer="CN=Lab CA",
+                              not_before="2026-01-01T00:00:00Z", not_after="2027-01-01T00:00:00Z",
+                              sha256="ab" * 32)  # fmt: skip
+        m = Measurement(target="https://x.test/", vantage=vantage, time="2026-12-04T00:00:00Z",
+                        duration_s=0.1, service="s")  # fmt: skip
+        m.stages["tls"] = TLSStage(ok=True, failure=None, duration_s=0.05, address="127.0.0.1",
+                                   server_name="x.test", chain=chain, certificate=cert)  # fmt: skip
+        return m
+
+    ms = [measured(v) for v in ("a", "b", "c")]
+    before = [m.to_dict() for m in ms]
+    Observations(ms)
+    assert [m.to_dict() for m in ms] == before
+    chains = [m.stages["tls"].chain for m in ms]  # type: ignore[attr-defined]
+    assert all(c[i] is chains[0][i] for c in chains for i in range(2))
