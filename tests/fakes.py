@@ -27,6 +27,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 LOOPBACK = "127.0.0.1"
@@ -226,19 +227,26 @@ class CA:
             .sign(self.key, hashes.SHA256())
         )  # fmt: skip
         stem = directory / f"leaf-{names[0]}-{x509.random_serial_number()}"
-        cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        return server_context(cert, key, stem)
+
+
+def server_context(
+    cert: x509.Certificate, key: CertificateIssuerPrivateKeyTypes, stem: Path
+) -> ssl.SSLContext:
+    """An HTTP/1.1 server context for ``cert`` and its ``key``, written beside ``stem``."""
+    cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert_path, key_path)
-        ctx.set_alpn_protocols(["http/1.1"])
-        return ctx
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 # --- HTTP ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
@@ -37,7 +37,7 @@ from probes.measure import measure
 from probes.model import Proxy, ResolverSpec, Target, Vantage
 from probes.net import VantageNet
 from probes.records import Measurement
-from tests.fakes import CA, LOOPBACK, PAGE, FakeDNS
+from tests.fakes import CA, LOOPBACK, PAGE, FakeDNS, server_context
 
 HOST = "loops.lifeline.test"
 #: What the trickling far end sends at a time, and how long it waits between pieces.
@@ -310,19 +310,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "leaf.crt", directory / "leaf.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-    context.set_alpn_protocols(["http/1.1"])
-    return context, str(ca.pem_path)
+    return server_context(cert, key, directory / "leaf"), str(ca.pem_path)
 
 
 @contextlib.contextmanager

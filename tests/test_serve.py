@@ -432,14 +432,20 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def test_tls_and_basic_auth_guard_every_endpoint(lab: LabThread, tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
+def tls_and_basic_auth(directory: Path) -> tuple[Path, Path]:
+    """(a --web-config file with TLS and the user prometheus:s3cret, its certificate)."""
+    cert, key = self_signed(directory)
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
-    web = tmp_path / "web.yml"
+    web = directory / "web.yml"
     web.write_text(yaml.safe_dump({
         "tls_server_config": {"cert_file": cert.name, "key_file": key.name},
         "basic_auth_users": {"prometheus": hashed},
     }))  # fmt: skip
+    return web, cert
+
+
+def test_tls_and_basic_auth_guard_every_endpoint(lab: LabThread, tmp_path: Path) -> None:
+    web, cert = tls_and_basic_auth(tmp_path)
     s = start_serve(lab.config_path, tmp_path / "data", "--web-config", str(web))
     try:
         assert s.url.startswith("https://127.0.0.1:")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import bcrypt
 import pytest
 import yaml
 
@@ -27,14 +26,15 @@ from probes.model import ResolverSpec, Target, Vantage
 from probes.runner import Runner
 from probes.workers import MeasuringPool, parse_workers
 from tests.test_serve import (
+    Served,
     basic,
     fast_config,
     http,
     metric,
     ready,
-    self_signed,
     start_serve,
     stop,
+    tls_and_basic_auth,
     verdicts,
     wait_for,
 )
@@ -315,13 +315,22 @@ def test_a_reload_reaches_every_process(lab: LabThread, tmp_path: Path) -> None:
         assert stop(s.proc) == 0, s.err.read_text()
 
 
-def test_a_killed_worker_is_restarted_and_listens_again(lab: LabThread, tmp_path: Path) -> None:
+def _serving_on_two_workers(lab: LabThread, tmp_path: Path) -> tuple[Served, str, set[int]]:
+    """serve with two workers, each answering /probe: (serve, a /probe URL, the workers)."""
     s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data", "--workers", "2")
     try:
         wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
-        before = _children(s.proc.pid)
         probe = f"{s.url}probe?target=dns://www.allowed.lifeline.test&vantage=control"
         assert _answered_by(probe, "/probe", 3) == EVERY
+    except BaseException:
+        stop(s.proc)
+        raise
+    return s, probe, _children(s.proc.pid)
+
+
+def test_a_killed_worker_is_restarted_and_listens_again(lab: LabThread, tmp_path: Path) -> None:
+    s, probe, before = _serving_on_two_workers(lab, tmp_path)
+    try:
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         wait_for("a new worker", lambda: (now := _children(s.proc.pid)) and len(now) == 2
@@ -337,13 +346,7 @@ def test_a_killed_worker_is_restarted_and_listens_again(lab: LabThread, tmp_path
 
 
 def test_tls_and_basic_auth_on_every_listener(lab: LabThread, tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
-    web = tmp_path / "web.yml"
-    web.write_text(yaml.safe_dump({
-        "tls_server_config": {"cert_file": cert.name, "key_file": key.name},
-        "basic_auth_users": {"prometheus": hashed},
-    }))  # fmt: skip
+    web, cert = tls_and_basic_auth(tmp_path)
     s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data",
                     "--workers", "2", "--web-config", str(web))  # fmt: skip
     try:
@@ -370,15 +373,9 @@ def test_tls_and_basic_auth_on_every_listener(lab: LabThread, tmp_path: Path) ->
 
 
 def test_workers_die_with_a_killed_serve_and_free_the_port(lab: LabThread, tmp_path: Path) -> None:
-    s = start_serve(fast_config(lab.config_path, tmp_path), tmp_path / "data", "--workers", "2")
-    try:
-        wait_for("two worker processes", lambda: len(_children(s.proc.pid)) == 2 or None)
-        workers = _children(s.proc.pid)
-        probe = f"{s.url}probe?target=dns://www.allowed.lifeline.test&vantage=control"
-        assert _answered_by(probe, "/probe", 3) == EVERY
-    finally:
-        s.proc.kill()  # no chance to tell anyone
-        s.proc.wait()
+    s, _, workers = _serving_on_two_workers(lab, tmp_path)
+    s.proc.kill()  # no chance to tell anyone
+    s.proc.wait()
     wait_for("the workers to exit", lambda: not any(_alive(p) for p in workers))
     host, port = s.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
     with socket.socket() as again:  # nobody listens there any more
