@@ -630,8 +630,14 @@ def _addresses(queries: list[DNSQuery]) -> list[str]:
     for q in queries:
         for a in q.answers:
             if a.rtype in ("A", "AAAA"):
-                out.setdefault(str(ipaddress.ip_address(a.value)), None)
+                out.setdefault(_canonical(a.value), None)
     return list(out)
+
+
+@functools.lru_cache(maxsize=8192)  # the same answers, measurement after measurement
+def _canonical(address: str) -> str:
+    """The canonical text of an answer's address (ValueError for anything else)."""
+    return str(ipaddress.ip_address(address))
 
 
 def _stage_failure(queries: list[DNSQuery]) -> str:

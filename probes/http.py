@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import hashlib
 import html
 import importlib.util
@@ -220,6 +221,7 @@ def next_url(url: URL, location: str, reach: frozenset[str]) -> URL:
 # --- where a redirect may lead ---------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)  # asked of every address, measurement after measurement
 def address_reach(address: str) -> str | None:
     """The kind of network an address is in; None where no redirect may ever lead
     (link-local, e.g. the 169.254.169.254 metadata service; multicast; unspecified)."""

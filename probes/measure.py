@@ -109,13 +109,16 @@ def _only_censor_addresses(record: DNSStage, stop: frozenset[str]) -> bool:
 
 def _normalized(addresses: frozenset[str] | list[str]) -> frozenset[str]:
     """The canonical text of each IP address; anything else is left out."""
-    out: set[str] = set()
-    for a in addresses:
-        try:
-            out.add(str(ipaddress.ip_address(a)))
-        except ValueError:
-            continue
+    out = {c for c in map(_canonical, addresses) if c is not None}
     return frozenset(out)
+
+
+@functools.lru_cache(maxsize=8192)  # the same addresses, measurement after measurement
+def _canonical(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 #: The stop list, normalised once per distinct set rather than on every measurement.

@@ -7,6 +7,7 @@ unexpected status. Pure functions over records, no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ def answers_differ(obs: DNSStage | None, ctl: DNSStage | None) -> bool:
     return bool(mine) and bool(theirs) and not mine & theirs
 
 
+@functools.lru_cache(maxsize=8192)  # asked of every answer, measurement after measurement
 def is_bogon(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)

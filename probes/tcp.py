@@ -27,6 +27,7 @@ socket stays open for TLS and HTTP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ def eyeballs_order(addresses: list[str]) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=8192)  # asked of every attempt, measurement after measurement
 def _family(address: str) -> str:
     return f"ipv{ipaddress.ip_address(address).version}"
 
