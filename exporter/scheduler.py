@@ -140,6 +140,7 @@ def probe_bounds(*, fd_limit: int | None = None) -> tuple[int, int]:
     from probes.runner import DEFAULT_CONCURRENCY
 
     limit = _fd_limit() if fd_limit is None else fd_limit
+    # half the open files: the schedule's runner, in the same process, needs the rest
     by_fds = max(DEFAULT_CONCURRENCY, (limit - 256) // (2 * _FDS_PER_MEASUREMENT))
     total = min(PROBE_IN_FLIGHT, by_fds)
     return total, min(PROBE_PER_VANTAGE, total)

@@ -51,7 +51,7 @@ from probes.fingerprint_facts import (
     _TITLE,
     PAGE_HEAD_CHARS,
 )
-from probes.model import FingerprintRow, Fingerprints
+from probes.model import FingerprintRow, Fingerprints, is_ip
 
 __all__ = ["BodyScan", "FingerprintSet", "normalize_address"]
 
@@ -167,7 +167,7 @@ class FingerprintSet:
             found = self.hosts.get(name)
             if found is not None:
                 return found
-            if ":" in name or _is_ip(name):
+            if ":" in name or is_ip(name):
                 return None
             name = name.partition(".")[2]
         return None
@@ -302,8 +302,8 @@ class AnyOf:
 
     __slots__ = ("_plain", "_trie")
 
-    def __init__(self, texts: set[str]) -> None:
-        self._plain = tuple(sorted(texts)) if len(texts) <= MAX_PLAIN_HINTS else None
+    def __init__(self, texts: set[str], max_plain: int = MAX_PLAIN_HINTS) -> None:
+        self._plain = tuple(sorted(texts)) if len(texts) <= max_plain else None
         self._trie = None if self._plain is not None else _trie(texts)
 
     def found(self, text: str) -> bool:
@@ -651,9 +651,3 @@ def _redirect_hosts(http: HTTPStage) -> list[str]:
     return hosts
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
